@@ -1,0 +1,288 @@
+"""The `mbret` command: parses arguments, calls the library, prints. No retrieval logic lives here."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mbret.errors import MbretError
+
+app = typer.Typer(
+    help="mbret: dense retrieval on ModernBERT (or any HF encoder) with FAISS indexes and BEIR evaluation.\n\n"
+    'Quick start:  mbret index corpus.jsonl --model minilm --out idx;  mbret search idx "a query";  '
+    "mbret eval path/to/beir/scifact --model minilm --output results/",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Hub id, local dir, 'minilm' (offline all-MiniLM-L6-v2) or 'tiny-modernbert' (random, for smoke tests).",
+    ),
+]
+ModeOpt = Annotated[str, typer.Option("--mode", help="Retrieval head: dense (single vector).")]
+IndexTypeOpt = Annotated[str, typer.Option("--index-type", help="flat (exact), hnsw or ivfpq.")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", help="Texts per forward pass.")]
+MaxLenOpt = Annotated[
+    int | None, typer.Option("--max-length", help="Max tokens per text (up to 8192); default: the model's own.")
+]
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available).")]
+DtypeOpt = Annotated[str, typer.Option("--dtype", help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16.")]
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def _check_mode(mode: str) -> None:
+    if mode != "dense":
+        raise MbretError(f"--mode {mode}: only 'dense' is available in this version (colbert is coming)")
+
+
+def _parse_params(items: list[str] | None) -> dict[str, int | float | str]:
+    params: dict[str, int | float | str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise MbretError(f"--index-param {item!r}: use KEY=VALUE, e.g. --index-param nprobe=32")
+        for cast in (int, float):
+            try:
+                params[key] = cast(value)
+                break
+            except ValueError:
+                continue
+        else:
+            params[key] = value
+    return params
+
+
+@app.command()
+def index(
+    corpus: Annotated[str, typer.Argument(help="corpus.jsonl, a BEIR directory, or irds:/hf: id.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Index directory to write.")],
+    model: ModelOpt = None,
+    mode: ModeOpt = "dense",
+    index_type: IndexTypeOpt = "flat",
+    batch_size: BatchOpt = 64,
+    max_length: MaxLenOpt = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = "auto",
+    index_param: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--index-param",
+            help="FAISS parameter KEY=VALUE (hnsw: M, ef_construction, ef_search; ivfpq: nlist, m, nbits, nprobe).",
+        ),
+    ] = None,
+    query_prompt: Annotated[str | None, typer.Option(help="Text put before every query.")] = None,
+    document_prompt: Annotated[str | None, typer.Option(help="Text put before every document.")] = None,
+    add: Annotated[bool, typer.Option("--add", help="Add the corpus to the existing index at --out.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing index at --out.")] = False,
+) -> None:
+    """Encode a corpus and write a searchable index directory.
+
+    Example: mbret index examples/scifact-mini/corpus.jsonl --model minilm --out runs/scifact-mini
+    """
+    from mbret.eval.data import load_corpus
+    from mbret.retrieval import DenseEncoder, Retriever
+
+    _check_mode(mode)
+    docs = load_corpus(corpus)  # validated in full before anything is written
+    if add:
+        retriever = Retriever.load(out, model=model, device=device, dtype=dtype, batch_size=batch_size)
+        retriever.add(docs)
+        retriever.save(out)
+        typer.echo(f"added {len(docs)} documents to {out} ({len(retriever.index)} in all)")
+        return
+    if model is None:
+        raise MbretError("--model is required to build a new index (e.g. --model minilm)")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise MbretError(f"{out}: already exists; pass --add to add documents or --overwrite to replace it")
+    encoder = DenseEncoder.load(
+        model,
+        device=device,
+        dtype=dtype,
+        max_length=max_length,
+        query_prompt=query_prompt,
+        document_prompt=document_prompt,
+    )
+    retriever = Retriever.build(
+        docs, encoder, index_type=index_type, index_params=_parse_params(index_param), batch_size=batch_size
+    )
+    if overwrite:
+        import shutil
+
+        from mbret.io import atomic_new_dir
+
+        with atomic_new_dir(out) as tmp:
+            shutil.rmtree(tmp)
+            retriever.save(tmp)
+    else:
+        retriever.save(out)
+    t = retriever.timings
+    typer.echo(
+        f"indexed {len(retriever.index)} documents into {out} ({index_type}, {encoder.dimension}-d) "
+        f"in {t['encode_corpus_s'] + t['index_build_s']:.1f}s"
+    )
+
+
+@app.command()
+def search(
+    index_dir: Annotated[Path, typer.Argument(metavar="DIR", help="Index directory from `mbret index`.")],
+    queries: Annotated[list[str], typer.Argument(metavar="QUERY...", help="One or more queries.")],
+    k: Annotated[int, typer.Option("-k", "--top-k", help="Hits per query.")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = "auto",
+) -> None:
+    """Search an index with the model it was built with.
+
+    Example: mbret search runs/scifact-mini "vitamin D and bone density" -k 5
+    """
+    from mbret.retrieval import Retriever
+
+    retriever = Retriever.load(index_dir, device=device, dtype=dtype)
+    results = retriever.search(queries, k=k)
+    if as_json:
+        payload = [
+            {
+                "query": q,
+                "hits": [{"rank": r, "doc_id": h.doc_id, "score": round(h.score, 6)} for r, h in enumerate(hits, 1)],
+            }
+            for q, hits in zip(queries, results)
+        ]
+        typer.echo(json.dumps(payload, ensure_ascii=False, indent=2))
+        return
+    for query, hits in zip(queries, results):
+        typer.echo(f"query: {query}")
+        for rank, hit in enumerate(hits, 1):
+            typer.echo(f"  {rank:>3}  {hit.score:8.4f}  {hit.doc_id}")
+
+
+@app.command()
+def delete(
+    index_dir: Annotated[Path, typer.Argument(metavar="DIR", help="Index directory.")],
+    doc_ids: Annotated[list[str], typer.Argument(metavar="DOC_ID...", help="Doc ids to delete.")],
+) -> None:
+    """Delete documents by id; every other document keeps its id."""
+    from mbret.indexes import FaissIndex
+
+    faiss_index, manifest = FaissIndex.load(index_dir)
+    removed = faiss_index.delete(doc_ids)
+    faiss_index.save(index_dir, manifest)
+    typer.echo(f"deleted {removed} documents from {index_dir} ({len(faiss_index)} left)")
+
+
+@app.command(name="eval")
+def eval_command(
+    data: Annotated[
+        str,
+        typer.Argument(
+            metavar="DATA", help="BEIR directory, irds:<id> (e.g. irds:beir/scifact/test) or hf:<owner/name>."
+        ),
+    ],
+    model: ModelOpt = None,
+    mode: ModeOpt = "dense",
+    index_dir: Annotated[
+        Path | None, typer.Option("--index", help="Evaluate an existing index instead of building one.")
+    ] = None,
+    index_type: IndexTypeOpt = "flat",
+    split: Annotated[str, typer.Option("--split", help="qrels split.")] = "test",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Directory for results.json and run.trec.")
+    ] = None,
+    metrics: Annotated[
+        str, typer.Option("--metrics", help="Comma-separated NAME@K (ndcg, recall, precision, map, mrr).")
+    ] = "ndcg@10,recall@100,mrr@10",
+    keep_identical_ids: Annotated[
+        bool, typer.Option("--keep-identical-ids", help="Keep hits whose doc id equals the query id (BEIR drops them).")
+    ] = False,
+    max_length: MaxLenOpt = None,
+    batch_size: BatchOpt = 64,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = "auto",
+) -> None:
+    """Score a model on a dataset (NDCG@10, Recall@100, MRR@10 by default) and print a table.
+
+    Example: mbret eval ../shared/data/beir/scifact --model minilm --output runs/scifact-minilm
+    """
+    from mbret.eval.data import load_dataset
+    from mbret.eval.metrics import parse_metric
+    from mbret.eval.runner import evaluate, format_table
+    from mbret.retrieval import Retriever
+
+    _check_mode(mode)
+    metric_names = [m.strip() for m in metrics.split(",") if m.strip()]
+    for name in metric_names:
+        parse_metric(name)
+    dataset = load_dataset(data, split=split)
+    retriever = None
+    if index_dir is not None:
+        retriever = Retriever.load(index_dir, model=model, device=device, dtype=dtype, batch_size=batch_size)
+        missing = next((d for judged in dataset.qrels.values() for d in judged if d not in retriever.index), None)
+        if missing is not None:
+            raise MbretError(f"{index_dir}: lacks doc {missing!r} of {data}; index the same corpus")
+    elif model is None:
+        raise MbretError("--model is required unless --index names an existing index")
+    result = evaluate(
+        dataset,
+        retriever,
+        model=model,
+        index_type=index_type,
+        metrics=metric_names,
+        ignore_identical_ids=not keep_identical_ids,
+        batch_size=batch_size,
+        max_length=max_length,
+        device=device,
+        dtype=dtype,
+    )
+    if output is not None:
+        result.save(output)
+    typer.echo(format_table(result))
+    typer.echo(
+        f"{result.num_queries} queries, {result.num_docs} docs, {result.timings['total_s']:.1f}s"
+        + (f"; wrote {output}/results.json and run.trec" if output else "")
+    )
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code; user errors become one line on stderr and code 2."""
+    import click
+
+    _quiet_libraries()
+    try:
+        app(args=argv, prog_name="mbret", standalone_mode=False)
+    except click.exceptions.UsageError as exc:
+        exc.show()
+        return 2
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.exceptions.Abort:
+        typer.echo("aborted", err=True)
+        return 1
+    except MbretError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        return exc.exit_code
+    return 0
+
+
+def main() -> None:
+    """Console entry point (`mbret`)."""
+    sys.exit(run())
+
+
+if __name__ == "__main__":
+    main()

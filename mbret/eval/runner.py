@@ -1,0 +1,147 @@
+"""`mbret eval`: encode, index, search and score one dataset; write results.json and a TREC run atomically."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mbret
+from mbret.eval.data import Dataset
+from mbret.eval.metrics import DEFAULT_METRICS, drop_identical_ids, evaluate_run
+from mbret.io import atomic_file, write_json_atomic
+from mbret.retrieval.retriever import Retriever
+
+
+@dataclass
+class EvalResult:
+    dataset: str
+    split: str | None
+    model: str
+    mode: str
+    metrics: dict[str, float]
+    num_queries: int
+    num_docs: int
+    timings: dict[str, float]
+    run: dict[str, dict[str, float]] = field(repr=False, default_factory=dict)
+    per_query: dict[str, dict[str, float]] = field(repr=False, default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "split": self.split,
+            "model": self.model,
+            "mode": self.mode,
+            "metrics": self.metrics,
+            "num_queries": self.num_queries,
+            "num_docs": self.num_docs,
+            "timings": self.timings,
+            "settings": self.settings,
+            "mbret_version": mbret.__version__,
+        }
+
+    def save(self, output: str | Path, run_name: str = "mbret") -> None:
+        """Write `results.json` and `run.trec` into `output`, each by atomic rename."""
+        output = Path(output)
+        with atomic_file(output / "run.trec") as fh:
+            write_trec_run(fh, self.run, run_name)
+        write_json_atomic(output / "results.json", self.to_json())
+
+
+def write_trec_run(fh: Any, run: dict[str, dict[str, float]], run_name: str = "mbret") -> None:
+    for qid, docs in run.items():
+        ranked = sorted(docs.items(), key=lambda item: (-item[1], item[0]))
+        for rank, (doc_id, score) in enumerate(ranked, start=1):
+            fh.write(f"{qid} Q0 {doc_id} {rank} {score:.6f} {run_name}\n")
+
+
+def evaluate(
+    dataset: Dataset,
+    retriever: Retriever | None = None,
+    *,
+    model: str | None = None,
+    index_type: str = "flat",
+    metrics: tuple[str, ...] | list[str] = DEFAULT_METRICS,
+    k: int | None = None,
+    ignore_identical_ids: bool = True,
+    batch_size: int = 64,
+    max_length: int | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+    show_progress: bool = True,
+) -> EvalResult:
+    """Score a dense retriever on `dataset`. Builds the index from `model` unless a `retriever` is given."""
+    from mbret.eval.metrics import parse_metric
+
+    depth = k or max(max(parse_metric(m)[1] for m in metrics), 100)
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    if retriever is None:
+        if model is None:
+            raise ValueError("evaluate() needs a retriever or a model")
+        retriever = Retriever.build(
+            dataset.corpus,
+            model,
+            index_type=index_type,
+            batch_size=batch_size,
+            max_length=max_length,
+            device=device,
+            dtype=dtype,
+            show_progress=show_progress,
+        )
+        timings.update(retriever.timings)
+    retriever.batch_size = batch_size
+    qids = list(dataset.queries)
+    extra = 1 if ignore_identical_ids else 0  # BEIR asks for one more hit when it drops identical ids
+    hits = retriever.search([dataset.queries[q] for q in qids], k=depth + extra)
+    timings["encode_queries_s"] = retriever.timings["encode_queries_s"]
+    timings["search_s"] = retriever.timings["search_s"]
+    run = {qid: {h.doc_id: h.score for h in row} for qid, row in zip(qids, hits)}
+    if ignore_identical_ids:
+        run = drop_identical_ids(run)
+    run = {qid: dict(sorted(docs.items(), key=lambda it: (-it[1], it[0]))[:depth]) for qid, docs in run.items()}
+    means, per_query = evaluate_run(dataset.qrels, run, metrics)
+    timings["total_s"] = time.perf_counter() - start
+    manifest = retriever.manifest()
+    return EvalResult(
+        dataset=dataset.name,
+        split=dataset.split,
+        model=retriever.encoder.name,
+        mode="dense",
+        metrics=means,
+        num_queries=len(qids),
+        num_docs=len(retriever.index),
+        timings={name: round(value, 3) for name, value in timings.items()},
+        run=run,
+        per_query=per_query,
+        settings={
+            "index_type": manifest.index_type,
+            "index_params": retriever.index.params,
+            "max_length": manifest.max_length,
+            "batch_size": batch_size,
+            "depth": depth,
+            "ignore_identical_ids": ignore_identical_ids,
+            "query_prompt": manifest.query_prompt,
+            "document_prompt": manifest.document_prompt,
+            "device": str(retriever.encoder.device),
+        },
+    )
+
+
+def format_table(result: EvalResult) -> str:
+    """A plain-text table of one result, for the terminal."""
+    names = list(result.metrics)
+    header = ["dataset", "split", "model", *names]
+    row = [
+        result.dataset,
+        str(result.split),
+        Path(result.model).name or result.model,
+        *(f"{result.metrics[n]:.4f}" for n in names),
+    ]
+    widths = [max(len(h), len(c)) for h, c in zip(header, row)]
+    line = "  ".join(h.ljust(w) for h, w in zip(header, widths))
+    rule = "  ".join("-" * w for w in widths)
+    values = "  ".join(c.ljust(w) for c, w in zip(row, widths))
+    return f"{line}\n{rule}\n{values}"

@@ -1,0 +1,108 @@
+"""What every mbret index shares: the JSON manifest, its checks, and generation-swapped saving.
+
+An index is a directory. Its `manifest.json` names the data files of the current generation; an update
+writes new files under a new generation number and then swaps the manifest with one atomic rename, so a
+killed write leaves the previous generation loadable. A new directory is built in a temp dir and renamed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mbret
+from mbret.errors import IndexFormatError, MbretError
+from mbret.io import atomic_new_dir, write_json_atomic
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class Manifest:
+    """Everything needed to reload an index and to refuse a model it was not built with."""
+
+    kind: str  # "faiss" (later: "plaid", "exact")
+    mode: str  # "dense" (later: "colbert")
+    model: str
+    dimension: int
+    normalized: bool
+    max_length: int
+    num_docs: int
+    index_type: str
+    index_params: dict[str, Any] = field(default_factory=dict)
+    query_prompt: str | None = None
+    document_prompt: str | None = None
+    files: dict[str, str] = field(default_factory=dict)
+    generation: int = 0
+    format_version: int = FORMAT_VERSION
+    mbret_version: str = mbret.__version__
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], path: Path) -> Manifest:
+        version = data.get("format_version")
+        if version != FORMAT_VERSION:
+            raise IndexFormatError(f"{path}: index format version {version!r}; this mbret reads {FORMAT_VERSION}")
+        known = set(cls.__dataclass_fields__)
+        missing = {"kind", "mode", "model", "dimension", "index_type", "files"} - set(data)
+        if missing:
+            raise IndexFormatError(f"{path}: manifest lacks {', '.join(sorted(missing))}")
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def read_manifest(path: str | Path) -> Manifest:
+    path = Path(path)
+    file = path / MANIFEST
+    if not path.is_dir():
+        raise IndexFormatError(f"{path}: no such index directory")
+    if not file.is_file():
+        raise IndexFormatError(f"{path}: not an mbret index (no {MANIFEST})")
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise IndexFormatError(f"{file}: unreadable manifest ({exc})") from None
+    manifest = Manifest.from_json(data, file)
+    for role, name in manifest.files.items():
+        if not (path / name).is_file():
+            raise IndexFormatError(f"{path / name}: {role} file named in the manifest is missing")
+    return manifest
+
+
+def check_compatible(
+    manifest: Manifest, model: str | None = None, dimension: int | None = None, where: str | Path = "index"
+) -> None:
+    """Refuse to pair an index with a model or dimension it was not built with."""
+    if model is not None and model != manifest.model:
+        raise MbretError(
+            f"{where}: built with model {manifest.model!r}, not {model!r}; re-index or pass the same --model"
+        )
+    if dimension is not None and dimension != manifest.dimension:
+        raise MbretError(f"{where}: holds {manifest.dimension}-d vectors but the model gives {dimension}-d")
+
+
+def save_generation(path: str | Path, manifest: Manifest, write_files: Callable[[Path, int], dict[str, str]]) -> None:
+    """Write one generation of an index: `write_files(dir, gen)` writes data files and returns their names."""
+    path = Path(path)
+    if (path / MANIFEST).is_file():
+        previous = read_manifest(path)
+        manifest.generation = previous.generation + 1
+        manifest.files = write_files(path, manifest.generation)
+        write_json_atomic(path / MANIFEST, manifest.to_json())  # the commit point
+        for name in set(previous.files.values()) - set(manifest.files.values()):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path / name)
+        return
+    if path.exists() and any(path.iterdir()):
+        raise MbretError(f"{path}: exists and is not an mbret index; choose another --out")
+    manifest.generation = 1
+    with atomic_new_dir(path) as tmp:
+        manifest.files = write_files(tmp, manifest.generation)
+        write_json_atomic(tmp / MANIFEST, manifest.to_json())

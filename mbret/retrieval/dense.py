@@ -1,0 +1,177 @@
+"""Dense single-vector head on `SentenceTransformer`: mean pooling, unit-norm embeddings, optional prompts.
+
+Corpus encoding tokenizes everything once, sorts by token count (not characters, as plain `encode` does), and
+batches neighbours of equal length, so padding costs almost nothing; the result is identical to `encode`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from mbret.errors import MbretError
+from mbret.retrieval.backbone import (
+    check_max_length,
+    choose_device,
+    model_identity,
+    model_kwargs,
+    resolve_model_path,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def _load_sentence_transformer(model: str, device: str, dtype: str | None) -> Any:
+    from sentence_transformers import SentenceTransformer
+
+    path = resolve_model_path(model)
+    kwargs = model_kwargs(device, dtype)
+    try:
+        try:
+            return SentenceTransformer(path, device=device, model_kwargs=kwargs)
+        except ValueError as exc:  # an architecture without SDPA support: fall back to eager attention
+            if "sdpa" not in str(exc).lower():
+                raise
+            kwargs["attn_implementation"] = "eager"
+            return SentenceTransformer(path, device=device, model_kwargs=kwargs)
+    except (OSError, ValueError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        raise MbretError(f"--model {model}: could not load the model ({first})") from None
+
+
+def _ensure_normalized(st_model: Any) -> None:
+    """Append a Normalize module if the pipeline lacks one, so the saved model emits unit vectors too."""
+    from sentence_transformers.sentence_transformer.modules import Normalize
+
+    if not any(isinstance(module, Normalize) for module in st_model):
+        st_model.append(Normalize())
+
+
+@dataclass
+class DenseEncoder:
+    """A sentence-transformers model used as a retriever: queries and documents to unit vectors."""
+
+    model: Any  # sentence_transformers.SentenceTransformer
+    name: str
+    query_prompt: str | None = None
+    document_prompt: str | None = None
+
+    @classmethod
+    def load(
+        cls,
+        model: str,
+        device: str | None = None,
+        dtype: str | None = None,
+        max_length: int | None = None,
+        query_prompt: str | None = None,
+        document_prompt: str | None = None,
+    ) -> DenseEncoder:
+        """Load a hub id, local dir, `minilm` or `tiny-modernbert`; a plain HF encoder gets mean pooling."""
+        device = choose_device(device)
+        st_model = _load_sentence_transformer(model, device, dtype)
+        config = getattr(st_model[0], "auto_model", None)
+        limit = getattr(getattr(config, "config", None), "max_position_embeddings", None)
+        check_max_length(max_length, limit)
+        if max_length is not None:
+            st_model.max_seq_length = max_length
+        _ensure_normalized(st_model)
+        prompts = getattr(st_model, "prompts", {}) or {}
+        return cls(
+            model=st_model,
+            name=model_identity(model),
+            query_prompt=query_prompt if query_prompt is not None else prompts.get("query") or None,
+            document_prompt=(
+                document_prompt
+                if document_prompt is not None
+                else prompts.get("document") or prompts.get("passage") or None
+            ),
+        )
+
+    @property
+    def dimension(self) -> int:
+        get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        return int(get_dim())
+
+    @property
+    def max_length(self) -> int:
+        return int(self.model.max_seq_length)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def encode_queries(self, queries: Sequence[str], batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
+        return self.encode(
+            queries,
+            prompt=self.query_prompt,
+            batch_size=batch_size,
+            show_progress=show_progress,
+            desc="Encoding queries",
+        )
+
+    def encode_corpus(self, documents: Sequence[str], batch_size: int = 64, show_progress: bool = True) -> np.ndarray:
+        return self.encode(
+            documents,
+            prompt=self.document_prompt,
+            batch_size=batch_size,
+            show_progress=show_progress,
+            desc="Encoding corpus",
+        )
+
+    @torch.inference_mode()
+    def encode(
+        self,
+        texts: Sequence[str],
+        prompt: str | None = None,
+        batch_size: int = 64,
+        show_progress: bool = False,
+        desc: str = "Encoding",
+    ) -> np.ndarray:
+        """Unit-norm float32 embeddings, one row per text, in input order."""
+        if batch_size <= 0:
+            raise MbretError(f"--batch-size {batch_size}: must be a positive integer")
+        out = np.empty((len(texts), self.dimension), dtype=np.float32)
+        if not texts:
+            return out
+        tokenizer = self.model.tokenizer
+        inputs = [prompt + t for t in texts] if prompt else list(texts)
+        token_ids = tokenizer(
+            inputs,
+            truncation=True,
+            max_length=self.max_length,
+            padding=False,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )["input_ids"]
+        order = np.argsort(
+            -np.fromiter((len(ids) for ids in token_ids), dtype=np.int64, count=len(token_ids)), kind="stable"
+        )
+        self.model.eval()
+        device = self.device
+        with tqdm(total=len(texts), desc=desc, unit="text", disable=not show_progress, dynamic_ncols=True) as bar:
+            for start in range(0, len(order), batch_size):
+                rows = order[start : start + batch_size]
+                batch = tokenizer.pad({"input_ids": [token_ids[i] for i in rows]}, return_tensors="pt")
+                features = {key: value.to(device) for key, value in batch.items()}
+                embeddings = self.model(features)["sentence_embedding"]
+                embeddings = torch.nn.functional.normalize(embeddings.float(), dim=-1)
+                out[rows] = embeddings.cpu().numpy()
+                bar.update(len(rows))
+        return out
+
+    def save(self, path: str | Path) -> None:
+        """Save in the sentence-transformers format (loadable by plain `SentenceTransformer(path)`)."""
+        prompts = {}
+        if self.query_prompt:
+            prompts["query"] = self.query_prompt
+        if self.document_prompt:
+            prompts["document"] = self.document_prompt
+        self.model.prompts = prompts
+        self.model.save(str(path))

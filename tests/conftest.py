@@ -1,0 +1,88 @@
+"""Shared fixtures: a tiny random ModernBERT built offline, a small corpus, and a CLI runner."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+SCIFACT = SHARED / "beir" / "scifact"
+SCIFACT_MINI = REPO / "examples" / "scifact-mini"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    os.environ["MBRET_CACHE"] = str(tmp_path_factory.mktemp("mbret-cache"))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
+    from mbret.retrieval.backbone import build_tiny_modernbert
+
+    return str(build_tiny_modernbert(tmp_path_factory.mktemp("models") / "tiny"))
+
+
+@pytest.fixture()
+def small_corpus() -> dict[str, dict[str, str]]:
+    texts = [
+        ("d1", "Cancer risk", "smoking increased the cancer risk in patients"),
+        ("d2", "Brain study", "the brain study of mice showed reduced activity"),
+        ("d3", "", "vitamin levels in blood were lower during the trial"),
+        ("d4", "Heart", "heart disease and lung infection are associated"),
+        ("d5", "Retrieval", "dense vector search over a corpus of documents"),
+        ("d6", "Immune", "immune response to virus infection in human cells"),
+    ]
+    return {d: {"title": t, "text": x} for d, t, x in texts}
+
+
+def write_beir(
+    path: Path,
+    corpus: dict[str, dict[str, str]],
+    queries: dict[str, str],
+    qrels: dict[str, dict[str, int]],
+    split: str = "test",
+) -> Path:
+    (path / "qrels").mkdir(parents=True, exist_ok=True)
+    with open(path / "corpus.jsonl", "w", encoding="utf-8") as fh:
+        for doc_id, doc in corpus.items():
+            fh.write(json.dumps({"_id": doc_id, **doc}) + "\n")
+    with open(path / "queries.jsonl", "w", encoding="utf-8") as fh:
+        for qid, text in queries.items():
+            fh.write(json.dumps({"_id": qid, "text": text}) + "\n")
+    with open(path / "qrels" / f"{split}.tsv", "w", encoding="utf-8") as fh:
+        fh.write("query-id\tcorpus-id\tscore\n")
+        for qid, docs in qrels.items():
+            for doc_id, rel in docs.items():
+                fh.write(f"{qid}\t{doc_id}\t{rel}\n")
+    return path
+
+
+@pytest.fixture()
+def small_beir(tmp_path: Path, small_corpus: dict[str, dict[str, str]]) -> Path:
+    queries = {"q1": "does smoking cause cancer", "q2": "brain activity in mice", "q3": "virus immune response"}
+    qrels = {"q1": {"d1": 1}, "q2": {"d2": 1}, "q3": {"d6": 2, "d4": 0}}
+    return write_beir(tmp_path / "small", small_corpus, queries, qrels)
+
+
+class CliResult:
+    def __init__(self, code: int, out: str, err: str) -> None:
+        self.code, self.out, self.err = code, out, err
+
+
+@pytest.fixture()
+def cli(capsys: pytest.CaptureFixture[str]):
+    """Run `mbret ARGS...` in-process; returns exit code, stdout and stderr."""
+    from mbret.cli import run
+
+    def invoke(*args: str | Path) -> CliResult:
+        capsys.readouterr()
+        code = run([str(a) for a in args])
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return invoke
