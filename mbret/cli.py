@@ -109,8 +109,11 @@ def index(
         return
     if model is None:
         raise MbretError("--model is required to build a new index (e.g. --model minilm)")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise MbretError(f"{out}: already exists; pass --add to add documents or --overwrite to replace it")
+    if out.exists() and any(out.iterdir()):
+        if not (out / "manifest.json").is_file():
+            raise MbretError(f"{out}: exists and is not an mbret index; choose another --out")
+        if not overwrite:
+            raise MbretError(f"{out}: already exists; pass --add to add documents or --overwrite to replace it")
     encoder = DenseEncoder.load(
         model,
         device=device,
@@ -122,16 +125,7 @@ def index(
     retriever = Retriever.build(
         docs, encoder, index_type=index_type, index_params=_parse_params(index_param), batch_size=batch_size
     )
-    if overwrite:
-        import shutil
-
-        from mbret.io import atomic_new_dir
-
-        with atomic_new_dir(out) as tmp:
-            shutil.rmtree(tmp)
-            retriever.save(tmp)
-    else:
-        retriever.save(out)
+    retriever.save(out, replace=overwrite)
     t = retriever.timings
     typer.echo(
         f"indexed {len(retriever.index)} documents into {out} ({index_type}, {encoder.dimension}-d) "

@@ -145,3 +145,12 @@ def test_help_teaches(cli) -> None:
     assert result.code == 0 and "index" in result.out and "eval" in result.out
     result = cli("eval", "--help")
     assert "--index-type" in result.out and "Example" in result.out
+
+
+def test_overwrite_never_touches_a_directory_that_is_not_an_index(tmp_path: Path, cli, small_beir: Path) -> None:
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    result = cli("index", small_beir, "--model", "tiny-modernbert", "--out", precious, "--overwrite")
+    assert result.code == 2 and "is not an mbret index" in result.err
+    assert (precious / "notes.txt").read_text() == "keep me"

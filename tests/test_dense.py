@@ -78,3 +78,23 @@ def test_unloadable_model_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(MbretError, match="could not load"):
         DenseEncoder.load(str(tmp_path / "empty"), device="cpu")
+
+
+def test_token_budget_batches_cover_everything_within_limits() -> None:
+    from mbret.retrieval.dense import token_budget_batches
+
+    lengths = np.array([5, 300, 40, 40, 8000, 12, 256, 256, 256, 1])
+    batches = list(token_budget_batches(lengths, batch_size=3, max_tokens=1024))
+    assert sorted(int(i) for b in batches for i in b) == list(range(10))
+    assert [int(i) for i in batches[0]] == [4]  # a text over budget goes alone
+    for batch in batches:
+        assert len(batch) <= 3
+        assert len(batch) == 1 or len(batch) * lengths[batch].max() <= 1024
+        assert lengths[batch[0]] == lengths[batch].max()  # longest first: padding is to the first
+
+
+def test_token_budget_does_not_change_embeddings(minilm: DenseEncoder) -> None:
+    texts = [doc_text(d) for d in list(load_corpus(SCIFACT_MINI).values())[:24]]
+    small = minilm.encode(texts, batch_size=64, max_tokens=300)
+    large = minilm.encode(texts, batch_size=64, max_tokens=100_000)
+    np.testing.assert_allclose(small, large, atol=1e-5)

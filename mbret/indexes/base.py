@@ -88,10 +88,22 @@ def check_compatible(
         raise MbretError(f"{where}: holds {manifest.dimension}-d vectors but the model gives {dimension}-d")
 
 
-def save_generation(path: str | Path, manifest: Manifest, write_files: Callable[[Path, int], dict[str, str]]) -> None:
-    """Write one generation of an index: `write_files(dir, gen)` writes data files and returns their names."""
+def save_generation(
+    path: str | Path,
+    manifest: Manifest,
+    write_files: Callable[[Path, int], dict[str, str]],
+    replace: bool = False,
+) -> None:
+    """Write one generation of an index: `write_files(dir, gen)` writes data files and returns their names.
+
+    An existing index gets a new generation (or, with `replace`, a whole new directory swapped in); a
+    directory that holds anything else is never touched.
+    """
     path = Path(path)
-    if (path / MANIFEST).is_file():
+    is_index = (path / MANIFEST).is_file()
+    if path.exists() and not is_index and any(path.iterdir()):
+        raise MbretError(f"{path}: exists and is not an mbret index; choose another --out")
+    if is_index and not replace:
         previous = read_manifest(path)
         manifest.generation = previous.generation + 1
         manifest.files = write_files(path, manifest.generation)
@@ -100,8 +112,6 @@ def save_generation(path: str | Path, manifest: Manifest, write_files: Callable[
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path / name)
         return
-    if path.exists() and any(path.iterdir()):
-        raise MbretError(f"{path}: exists and is not an mbret index; choose another --out")
     manifest.generation = 1
     with atomic_new_dir(path) as tmp:
         manifest.files = write_files(tmp, manifest.generation)

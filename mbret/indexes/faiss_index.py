@@ -148,7 +148,7 @@ class FaissIndex:
         return results
 
     # -- persistence ---------------------------------------------------------------------------------
-    def save(self, path: str | Path, manifest: Manifest) -> None:
+    def save(self, path: str | Path, manifest: Manifest, replace: bool = False) -> None:
         """Write the FAISS file, the doc ids (JSON, null for deleted) and the manifest, atomically."""
         if self.index is None:
             raise MbretError("cannot save an empty index: add documents first")
@@ -163,7 +163,7 @@ class FaissIndex:
                 json.dump({"doc_ids": self.doc_ids, "tombstones": sorted(self._tombstones)}, fh)
             return names
 
-        save_generation(path, manifest, write_files)
+        save_generation(path, manifest, write_files, replace=replace)
 
     @classmethod
     def load(cls, path: str | Path) -> tuple[FaissIndex, Manifest]:

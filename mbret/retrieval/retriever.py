@@ -96,8 +96,9 @@ class Retriever:
             document_prompt=self.encoder.document_prompt,
         )
 
-    def save(self, path: str | Path) -> None:
-        self.index.save(path, self.manifest())
+    def save(self, path: str | Path, replace: bool = False) -> None:
+        """Save atomically; an existing index gets a new generation, or is swapped out whole with `replace`."""
+        self.index.save(path, self.manifest(), replace=replace)
 
     @classmethod
     def load(
