@@ -79,24 +79,30 @@ def _text_field(path: Path, lineno: int, obj: dict[str, Any], name: str) -> str:
     return value
 
 
+def _iter_records(path: Path, kind: str) -> Iterator[tuple[int, str, dict[str, Any]]]:
+    """Yield (line, id, object) from a BEIR JSONL file, refusing missing and duplicate ids."""
+    if not path.is_file():
+        raise MbretError(f"{path}: file not found")
+    first_line: dict[str, int] = {}
+    for lineno, obj in iter_jsonl(path):
+        record_id = _record_id(path, lineno, obj)
+        if record_id in first_line:
+            raise InputError(path, lineno, f"duplicate {kind} id {record_id!r} (first on line {first_line[record_id]})")
+        first_line[record_id] = lineno
+        yield lineno, record_id, obj
+
+
 def load_corpus_jsonl(path: str | Path) -> Corpus:
     """Read a BEIR corpus file: one `{"_id", "title"?, "text"}` object per line, ids unique."""
     path = Path(path)
-    if not path.is_file():
-        raise MbretError(f"{path}: corpus file not found")
     corpus: Corpus = {}
-    first_line: dict[str, int] = {}
-    for lineno, obj in iter_jsonl(path):
-        doc_id = _record_id(path, lineno, obj)
-        if doc_id in corpus:
-            raise InputError(path, lineno, f"duplicate doc id {doc_id!r} (first on line {first_line[doc_id]})")
+    for lineno, doc_id, obj in _iter_records(path, "doc"):
         if "text" not in obj and "title" not in obj:
             raise InputError(path, lineno, 'document has neither "text" nor "title"')
         corpus[doc_id] = {
             "title": _text_field(path, lineno, obj, "title"),
             "text": _text_field(path, lineno, obj, "text"),
         }
-        first_line[doc_id] = lineno
     if not corpus:
         raise InputError(path, None, "corpus is empty")
     return corpus
@@ -104,18 +110,11 @@ def load_corpus_jsonl(path: str | Path) -> Corpus:
 
 def load_queries_jsonl(path: str | Path) -> Queries:
     path = Path(path)
-    if not path.is_file():
-        raise MbretError(f"{path}: queries file not found")
     queries: Queries = {}
-    first_line: dict[str, int] = {}
-    for lineno, obj in iter_jsonl(path):
-        qid = _record_id(path, lineno, obj)
-        if qid in queries:
-            raise InputError(path, lineno, f"duplicate query id {qid!r} (first on line {first_line[qid]})")
+    for lineno, qid, obj in _iter_records(path, "query"):
         if "text" not in obj:
             raise InputError(path, lineno, 'query has no "text" field')
         queries[qid] = _text_field(path, lineno, obj, "text")
-        first_line[qid] = lineno
     return queries
 
 
