@@ -13,7 +13,7 @@ import typer
 from mbret.errors import MbretError
 
 app = typer.Typer(
-    help="mbret: dense retrieval on ModernBERT (or any HF encoder) with FAISS indexes and BEIR evaluation.\n\n"
+    help="mbret: dense and ColBERT retrieval on ModernBERT (or any HF encoder), with indexes and BEIR evaluation.\n\n"
     'Quick start:  mbret index corpus.jsonl --model minilm --out idx;  mbret search idx "a query";  '
     "mbret eval path/to/beir/scifact --model minilm --output results/",
     no_args_is_help=True,
@@ -29,8 +29,15 @@ ModelOpt = Annotated[
         help="Hub id, local dir, 'minilm' (offline all-MiniLM-L6-v2) or 'tiny-modernbert' (random, for smoke tests).",
     ),
 ]
-ModeOpt = Annotated[str, typer.Option("--mode", help="Retrieval head: dense (single vector).")]
-IndexTypeOpt = Annotated[str, typer.Option("--index-type", help="flat (exact), hnsw or ivfpq.")]
+ModeOpt = Annotated[str, typer.Option("--mode", help="Retrieval head: dense (one vector) or colbert (one per token).")]
+IndexTypeOpt = Annotated[
+    str | None,
+    typer.Option("--index-type", help="dense: flat (exact, default), hnsw, ivfpq; colbert: exact (default)."),
+]
+QueryLenOpt = Annotated[
+    int | None, typer.Option("--query-length", help="colbert: query tokens after [MASK] expansion (default 32).")
+]
+DocLenOpt = Annotated[int | None, typer.Option("--document-length", help="colbert: max document tokens (default 300).")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", help="Texts per forward pass.")]
 MaxLenOpt = Annotated[
     int | None, typer.Option("--max-length", help="Max tokens per text (up to 8192); default: the model's own.")
@@ -45,11 +52,6 @@ def _quiet_libraries() -> None:
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
-
-
-def _check_mode(mode: str) -> None:
-    if mode != "dense":
-        raise MbretError(f"--mode {mode}: only 'dense' is available in this version (colbert is coming)")
 
 
 def _parse_params(items: list[str] | None) -> dict[str, int | float | str]:
@@ -75,9 +77,11 @@ def index(
     out: Annotated[Path, typer.Option("--out", "-o", help="Index directory to write.")],
     model: ModelOpt = None,
     mode: ModeOpt = "dense",
-    index_type: IndexTypeOpt = "flat",
+    index_type: IndexTypeOpt = None,
     batch_size: BatchOpt = 64,
     max_length: MaxLenOpt = None,
+    query_length: QueryLenOpt = None,
+    document_length: DocLenOpt = None,
     device: DeviceOpt = None,
     dtype: DtypeOpt = "auto",
     index_param: Annotated[
@@ -98,8 +102,11 @@ def index(
     """
     from mbret.eval.data import load_corpus
     from mbret.retrieval import DenseEncoder, Retriever
+    from mbret.retrieval.retriever import check_mode, load_encoder
 
-    _check_mode(mode)
+    index_type = check_mode(mode, index_type)
+    if mode != "dense" and (query_prompt or document_prompt):
+        raise MbretError("--query-prompt/--document-prompt apply to --mode dense; ColBERT uses its [Q]/[D] markers")
     docs = load_corpus(corpus)  # validated in full before anything is written
     if add:
         retriever = Retriever.load(out, model=model, device=device, dtype=dtype, batch_size=batch_size)
@@ -114,14 +121,25 @@ def index(
             raise MbretError(f"{out}: exists and is not an mbret index; choose another --out")
         if not overwrite:
             raise MbretError(f"{out}: already exists; pass --add to add documents or --overwrite to replace it")
-    encoder = DenseEncoder.load(
-        model,
-        device=device,
-        dtype=dtype,
-        max_length=max_length,
-        query_prompt=query_prompt,
-        document_prompt=document_prompt,
-    )
+    if mode == "dense":
+        encoder = DenseEncoder.load(
+            model,
+            device=device,
+            dtype=dtype,
+            max_length=max_length,
+            query_prompt=query_prompt,
+            document_prompt=document_prompt,
+        )
+    else:
+        encoder = load_encoder(
+            model,
+            mode,
+            device=device,
+            dtype=dtype,
+            max_length=max_length,
+            query_length=query_length,
+            document_length=document_length,
+        )
     retriever = Retriever.build(
         docs, encoder, index_type=index_type, index_params=_parse_params(index_param), batch_size=batch_size
     )
@@ -172,12 +190,12 @@ def delete(
     doc_ids: Annotated[list[str], typer.Argument(metavar="DOC_ID...", help="Doc ids to delete.")],
 ) -> None:
     """Delete documents by id; every other document keeps its id."""
-    from mbret.indexes import FaissIndex
+    from mbret.indexes import load_index
 
-    faiss_index, manifest = FaissIndex.load(index_dir)
-    removed = faiss_index.delete(doc_ids)
-    faiss_index.save(index_dir, manifest)
-    typer.echo(f"deleted {removed} documents from {index_dir} ({len(faiss_index)} left)")
+    index, manifest = load_index(index_dir)
+    removed = index.delete(doc_ids)
+    index.save(index_dir, manifest)
+    typer.echo(f"deleted {removed} documents from {index_dir} ({len(index)} left)")
 
 
 @app.command(name="eval")
@@ -193,7 +211,7 @@ def eval_command(
     index_dir: Annotated[
         Path | None, typer.Option("--index", help="Evaluate an existing index instead of building one.")
     ] = None,
-    index_type: IndexTypeOpt = "flat",
+    index_type: IndexTypeOpt = None,
     split: Annotated[str, typer.Option("--split", help="qrels split.")] = "test",
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Directory for results.json and run.trec.")
@@ -205,6 +223,8 @@ def eval_command(
         bool, typer.Option("--keep-identical-ids", help="Keep hits whose doc id equals the query id (BEIR drops them).")
     ] = False,
     max_length: MaxLenOpt = None,
+    query_length: QueryLenOpt = None,
+    document_length: DocLenOpt = None,
     batch_size: BatchOpt = 64,
     device: DeviceOpt = None,
     dtype: DtypeOpt = "auto",
@@ -217,8 +237,10 @@ def eval_command(
     from mbret.eval.metrics import parse_metric
     from mbret.eval.runner import evaluate, format_table
     from mbret.retrieval import Retriever
+    from mbret.retrieval.retriever import check_mode
 
-    _check_mode(mode)
+    if index_dir is None:
+        index_type = check_mode(mode, index_type)
     metric_names = [m.strip() for m in metrics.split(",") if m.strip()]
     for name in metric_names:
         parse_metric(name)
@@ -235,7 +257,10 @@ def eval_command(
         dataset,
         retriever,
         model=model,
+        mode=mode,
         index_type=index_type,
+        query_length=query_length,
+        document_length=document_length,
         metrics=metric_names,
         ignore_identical_ids=not keep_identical_ids,
         batch_size=batch_size,

@@ -162,3 +162,16 @@ def test_no_pickle_in_index_files(vectors: tuple[np.ndarray, np.ndarray], tmp_pa
     index.save(tmp_path / "idx", _manifest())
     for path in (tmp_path / "idx").iterdir():
         assert not path.read_bytes().startswith(b"\x80"), path  # pickle protocol 2+ header
+
+
+def test_written_files_get_ordinary_permissions(vectors: tuple[np.ndarray, np.ndarray], tmp_path: Path) -> None:
+    import os
+
+    index = FaissIndex(32, "flat")
+    index.add(["a"], vectors[0][:1])
+    index.save(tmp_path / "idx", _manifest())
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "idx").stat().st_mode & 0o777 == 0o777 & ~mask
+    for path in (tmp_path / "idx").iterdir():
+        assert path.stat().st_mode & 0o777 == 0o666 & ~mask, path

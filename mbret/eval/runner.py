@@ -62,7 +62,8 @@ def evaluate(
     retriever: Retriever | None = None,
     *,
     model: str | None = None,
-    index_type: str = "flat",
+    mode: str = "dense",
+    index_type: str | None = None,
     metrics: tuple[str, ...] | list[str] = DEFAULT_METRICS,
     k: int | None = None,
     ignore_identical_ids: bool = True,
@@ -71,8 +72,10 @@ def evaluate(
     device: str | None = None,
     dtype: str | None = None,
     show_progress: bool = True,
+    query_length: int | None = None,
+    document_length: int | None = None,
 ) -> EvalResult:
-    """Score a dense retriever on `dataset`. Builds the index from `model` unless a `retriever` is given."""
+    """Score a retriever (dense or colbert) on `dataset`; builds one from `model` unless `retriever` is given."""
     from mbret.eval.metrics import parse_metric
 
     depth = k or max(max(parse_metric(m)[1] for m in metrics), 100)
@@ -90,6 +93,9 @@ def evaluate(
             device=device,
             dtype=dtype,
             show_progress=show_progress,
+            mode=mode,
+            query_length=query_length,
+            document_length=document_length,
         )
         timings.update(retriever.timings)
     retriever.batch_size = batch_size
@@ -109,7 +115,7 @@ def evaluate(
         dataset=dataset.name,
         split=dataset.split,
         model=retriever.encoder.name,
-        mode="dense",
+        mode=retriever.mode,
         metrics=means,
         num_queries=len(qids),
         num_docs=len(retriever.index),
@@ -125,6 +131,8 @@ def evaluate(
             "ignore_identical_ids": ignore_identical_ids,
             "query_prompt": manifest.query_prompt,
             "document_prompt": manifest.document_prompt,
+            "query_length": manifest.query_length,
+            "document_length": manifest.document_length,
             "device": str(retriever.encoder.device),
         },
     )

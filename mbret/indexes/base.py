@@ -27,8 +27,8 @@ MANIFEST = "manifest.json"
 class Manifest:
     """Everything needed to reload an index and to refuse a model it was not built with."""
 
-    kind: str  # "faiss" (later: "plaid", "exact")
-    mode: str  # "dense" (later: "colbert")
+    kind: str  # "faiss" or "maxsim" (later: "plaid")
+    mode: str  # "dense" or "colbert"
     model: str
     dimension: int
     normalized: bool
@@ -38,6 +38,9 @@ class Manifest:
     index_params: dict[str, Any] = field(default_factory=dict)
     query_prompt: str | None = None
     document_prompt: str | None = None
+    query_length: int | None = None  # colbert: queries expanded to this many tokens
+    document_length: int | None = None  # colbert: documents cut at this many tokens
+    seed: int | None = None  # colbert: seed of a freshly initialised projection
     files: dict[str, str] = field(default_factory=dict)
     generation: int = 0
     format_version: int = FORMAT_VERSION

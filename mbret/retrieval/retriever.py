@@ -1,4 +1,9 @@
-"""Retriever = encoder + index: build from a corpus, add, delete, search, save and reload as one unit."""
+"""Retriever = encoder + index: build from a corpus, add, delete, search, save and reload as one unit.
+
+`mode="dense"` pairs a `DenseEncoder` with a FAISS index; `mode="colbert"` pairs a `ColBERTEncoder` with
+an exact MaxSim index. Both sides share one protocol (`encode_corpus`, `encode_queries`; `add`, `delete`,
+`search`, `save`), so everything here is mode-agnostic.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +15,21 @@ from typing import Any
 
 from mbret.errors import MbretError
 from mbret.eval.data import Corpus, doc_text
-from mbret.indexes import FaissIndex, Manifest, check_compatible, read_manifest
+from mbret.indexes import (
+    INDEX_TYPES_BY_MODE,
+    ExactMaxSimIndex,
+    FaissIndex,
+    Manifest,
+    check_compatible,
+    load_index,
+    read_manifest,
+)
 from mbret.retrieval.backbone import model_identity
+from mbret.retrieval.colbert import ColBERTEncoder
 from mbret.retrieval.dense import DenseEncoder
+
+MODES = ("dense", "colbert")
+DEFAULT_INDEX_TYPE = {"dense": "flat", "colbert": "exact"}
 
 
 @dataclass
@@ -21,37 +38,93 @@ class Hit:
     score: float
 
 
+def check_mode(mode: str, index_type: str | None = None) -> str:
+    """Validate a mode and index type pair; returns the index type (the mode's default if None)."""
+    if mode not in MODES:
+        raise MbretError(f"--mode {mode}: choose one of {', '.join(MODES)}")
+    index_type = index_type or DEFAULT_INDEX_TYPE[mode]
+    if index_type == "plaid":
+        raise MbretError("--index-type plaid: the PLAID engine is not in this version yet; use --index-type exact")
+    if index_type not in INDEX_TYPES_BY_MODE[mode]:
+        raise MbretError(f"--index-type {index_type}: --mode {mode} takes {', '.join(INDEX_TYPES_BY_MODE[mode])}")
+    return index_type
+
+
+def load_encoder(
+    model: str,
+    mode: str = "dense",
+    device: str | None = None,
+    dtype: str | None = None,
+    max_length: int | None = None,
+    query_length: int | None = None,
+    document_length: int | None = None,
+    seed: int = 0,
+) -> DenseEncoder | ColBERTEncoder:
+    check_mode(mode)
+    if mode == "colbert":
+        return ColBERTEncoder.load(
+            model,
+            device=device,
+            dtype=dtype,
+            query_length=query_length,
+            document_length=document_length if document_length is not None else max_length,
+            seed=seed,
+        )
+    return DenseEncoder.load(model, device=device, dtype=dtype, max_length=max_length)
+
+
 @dataclass
 class Retriever:
-    """A dense encoder and the FAISS index of its corpus embeddings."""
+    """An encoder and the index of its corpus embeddings."""
 
-    encoder: DenseEncoder
-    index: FaissIndex
+    encoder: DenseEncoder | ColBERTEncoder
+    index: FaissIndex | ExactMaxSimIndex
     batch_size: int = 64
     timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def mode(self) -> str:
+        return "colbert" if isinstance(self.encoder, ColBERTEncoder) else "dense"
 
     @classmethod
     def build(
         cls,
         corpus: Corpus,
-        model: str | DenseEncoder,
-        index_type: str = "flat",
+        model: str | DenseEncoder | ColBERTEncoder,
+        index_type: str | None = None,
         index_params: dict[str, Any] | None = None,
         batch_size: int = 64,
         max_length: int | None = None,
         device: str | None = None,
         dtype: str | None = None,
         show_progress: bool = True,
+        mode: str = "dense",
+        query_length: int | None = None,
+        document_length: int | None = None,
+        seed: int = 0,
     ) -> Retriever:
         """Encode `corpus` and index it; the corpus is fully validated before this is called."""
-        encoder = (
-            model
-            if isinstance(model, DenseEncoder)
-            else DenseEncoder.load(model, device=device, dtype=dtype, max_length=max_length)
-        )
-        retriever = cls(
-            encoder=encoder, index=FaissIndex(encoder.dimension, index_type, index_params), batch_size=batch_size
-        )
+        if isinstance(model, (DenseEncoder, ColBERTEncoder)):
+            encoder = model
+            mode = "colbert" if isinstance(model, ColBERTEncoder) else "dense"
+        else:
+            encoder = load_encoder(
+                model,
+                mode,
+                device=device,
+                dtype=dtype,
+                max_length=max_length,
+                query_length=query_length,
+                document_length=document_length,
+                seed=seed,
+            )
+        index_type = check_mode(mode, index_type)
+        index: FaissIndex | ExactMaxSimIndex
+        if mode == "colbert":
+            index = ExactMaxSimIndex(encoder.dimension)
+        else:
+            index = FaissIndex(encoder.dimension, index_type, index_params)
+        retriever = cls(encoder=encoder, index=index, batch_size=batch_size)
         retriever.add(corpus, show_progress=show_progress)
         return retriever
 
@@ -83,17 +156,35 @@ class Retriever:
         return [[Hit(doc_id, score) for doc_id, score in hits] for hits in results]
 
     def manifest(self) -> Manifest:
+        encoder = self.encoder
+        if isinstance(encoder, ColBERTEncoder):
+            prompts = encoder.prompts
+            return Manifest(
+                kind="maxsim",
+                mode="colbert",
+                model=encoder.name,
+                dimension=encoder.dimension,
+                normalized=True,
+                max_length=encoder.document_length,
+                num_docs=len(self.index),
+                index_type=self.index.index_type,
+                query_prompt=prompts.get("query"),
+                document_prompt=prompts.get("document"),
+                query_length=encoder.query_length,
+                document_length=encoder.document_length,
+                seed=encoder.seed,
+            )
         return Manifest(
             kind="faiss",
             mode="dense",
-            model=self.encoder.name,
-            dimension=self.encoder.dimension,
+            model=encoder.name,
+            dimension=encoder.dimension,
             normalized=True,
-            max_length=self.encoder.max_length,
+            max_length=encoder.max_length,
             num_docs=len(self.index),
             index_type=self.index.index_type,
-            query_prompt=self.encoder.query_prompt,
-            document_prompt=self.encoder.document_prompt,
+            query_prompt=encoder.query_prompt,
+            document_prompt=encoder.document_prompt,
         )
 
     def save(self, path: str | Path, replace: bool = False) -> None:
@@ -113,14 +204,25 @@ class Retriever:
         manifest = read_manifest(path)
         if model is not None:
             check_compatible(manifest, model=model_identity(model), where=path)
-        index, manifest = FaissIndex.load(path)
-        encoder = DenseEncoder.load(
-            manifest.model,
-            device=device,
-            dtype=dtype,
-            max_length=manifest.max_length,
-            query_prompt=manifest.query_prompt,
-            document_prompt=manifest.document_prompt,
-        )
+        index, manifest = load_index(path)
+        encoder: DenseEncoder | ColBERTEncoder
+        if manifest.mode == "colbert":
+            encoder = ColBERTEncoder.load(
+                manifest.model,
+                device=device,
+                dtype=dtype,
+                query_length=manifest.query_length,
+                document_length=manifest.document_length,
+                seed=manifest.seed or 0,
+            )
+        else:
+            encoder = DenseEncoder.load(
+                manifest.model,
+                device=device,
+                dtype=dtype,
+                max_length=manifest.max_length,
+                query_prompt=manifest.query_prompt,
+                document_prompt=manifest.document_prompt,
+            )
         check_compatible(manifest, dimension=encoder.dimension, where=path)
         return cls(encoder=encoder, index=index, batch_size=batch_size)

@@ -1,0 +1,213 @@
+"""Exact MaxSim over every document token: ColBERT's ground truth, and the search for small corpora.
+
+Token vectors are stored as float16 `.npy` (loaded memory-mapped) with per-document token counts. Search
+pads a chunk of documents into one tensor and scores a block of queries against it with one matmul, so
+the cost is the GEMM, not Python; peak memory is bounded by `chunk_tokens`, not by the corpus.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mbret.errors import IndexFormatError, MbretError
+from mbret.indexes.base import Manifest, read_manifest, save_generation
+from mbret.io import atomic_file
+
+
+def pad_queries(queries: Sequence[torch.Tensor], dim: int) -> torch.Tensor:
+    """(nq, max_len, dim) float32; zero rows add exactly 0 to MaxSim, so padding never changes a score."""
+    longest = max((len(q) for q in queries), default=1)
+    out = torch.zeros(len(queries), longest, dim)
+    for i, q in enumerate(queries):
+        out[i, : len(q)] = q.float()
+    return out
+
+
+def maxsim_scores(queries: torch.Tensor, docs: torch.Tensor, doc_mask: torch.Tensor) -> torch.Tensor:
+    """MaxSim of each padded query (nq, lq, d) against each padded doc (nd, ld, d) -> (nq, nd)."""
+    nq, lq, d = queries.shape
+    nd, ld, _ = docs.shape
+    sims = (queries.reshape(nq * lq, d) @ docs.reshape(nd * ld, d).T).view(nq * lq, nd, ld)
+    sims.masked_fill_(~doc_mask.view(1, nd, ld), float("-inf"))
+    best = sims.amax(dim=2)
+    best = torch.where(torch.isfinite(best), best, torch.zeros_like(best))  # a doc with no tokens scores 0
+    return best.view(nq, lq, nd).sum(dim=1)
+
+
+class ExactMaxSimIndex:
+    """Every token vector of every document, scored exactly; doc ids stable across add and delete."""
+
+    def __init__(self, dimension: int) -> None:
+        self.dimension = dimension
+        self.index_type = "exact"
+        self.params: dict[str, int] = {}
+        self.doc_ids: list[str | None] = []
+        self._position: dict[str, int] = {}
+        self._chunks: list[np.ndarray] = []  # float16 (tokens, dim) arrays, appended per add
+        self._lengths: list[np.ndarray] = []  # int64 token counts per document, per chunk
+        self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def __len__(self) -> int:
+        return len(self._position)
+
+    def __contains__(self, doc_id: str) -> bool:
+        return doc_id in self._position
+
+    @property
+    def num_tokens(self) -> int:
+        return int(sum(len(c) for c in self._chunks))
+
+    def add(self, doc_ids: Sequence[str], embeddings: Sequence[torch.Tensor | np.ndarray]) -> None:
+        if len(doc_ids) != len(embeddings):
+            raise MbretError(f"{len(doc_ids)} doc ids for {len(embeddings)} embeddings")
+        seen: set[str] = set()
+        for doc_id in doc_ids:
+            if doc_id in self._position or doc_id in seen:
+                raise MbretError(f"doc id {doc_id!r} is already in the index (delete it first to replace it)")
+            seen.add(doc_id)
+        arrays = [
+            np.asarray(e.float().numpy() if isinstance(e, torch.Tensor) else e, dtype=np.float16) for e in embeddings
+        ]
+        for array in arrays:
+            if array.ndim != 2 or array.shape[1] != self.dimension:
+                raise MbretError(f"expected token vectors of shape (n, {self.dimension}), got {array.shape}")
+        if arrays:
+            self._chunks.append(np.concatenate(arrays))
+            self._lengths.append(np.array([len(a) for a in arrays], dtype=np.int64))
+        for doc_id in doc_ids:
+            self._position[doc_id] = len(self.doc_ids)
+            self.doc_ids.append(doc_id)
+        self._cache = None
+
+    def delete(self, doc_ids: Sequence[str]) -> int:
+        missing = [d for d in doc_ids if d not in self._position]
+        if missing:
+            raise MbretError(f"doc id {missing[0]!r} is not in the index")
+        for doc_id in set(doc_ids):
+            self.doc_ids[self._position.pop(doc_id)] = None
+        self._cache = None
+        return len(set(doc_ids))
+
+    def _flat(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._cache is None:
+            tokens = np.concatenate(self._chunks) if self._chunks else np.zeros((0, self.dimension), np.float16)
+            lengths = np.concatenate(self._lengths) if self._lengths else np.zeros(0, np.int64)
+            self._cache = (torch.from_numpy(np.ascontiguousarray(tokens)), torch.from_numpy(lengths))
+        return self._cache
+
+    @torch.inference_mode()
+    def search(
+        self, queries: Sequence[torch.Tensor], k: int = 10, chunk_tokens: int = 32768, query_block: int = 64
+    ) -> list[list[tuple[str, float]]]:
+        """Top-k (doc id, MaxSim score) per query, best first, over all live documents."""
+        if k <= 0:
+            raise MbretError(f"-k {k}: must be a positive integer")
+        tokens, lengths = self._flat()
+        live = torch.tensor([d is not None for d in self.doc_ids], dtype=torch.bool)
+        offsets = torch.zeros(len(lengths) + 1, dtype=torch.int64)
+        offsets[1:] = torch.cumsum(lengths, 0)
+        padded_queries = pad_queries(queries, self.dimension)
+        nq = len(queries)
+        best_scores = torch.full((nq, 0), float("-inf"))
+        best_ids = torch.zeros((nq, 0), dtype=torch.int64)
+        start = 0
+        while start < len(lengths):
+            end = start
+            longest = 0
+            while end < len(lengths) and (
+                end == start or (end - start + 1) * max(longest, int(lengths[end])) <= chunk_tokens
+            ):
+                longest = max(longest, int(lengths[end]))
+                end += 1
+            docs, mask = self._pad_docs(tokens, lengths, offsets, start, end, max(longest, 1))
+            scores = torch.cat(
+                [maxsim_scores(padded_queries[b : b + query_block], docs, mask) for b in range(0, nq, query_block)]
+            )
+            scores[:, ~live[start:end]] = float("-inf")
+            merged = torch.cat([best_scores, scores], dim=1)
+            ids = torch.cat([best_ids, torch.arange(start, end).expand(nq, -1)], dim=1)
+            top = torch.topk(merged, min(k, merged.shape[1]), dim=1)
+            best_scores, best_ids = top.values, torch.gather(ids, 1, top.indices)
+            start = end
+        results = []
+        for row_scores, row_ids in zip(best_scores.tolist(), best_ids.tolist()):
+            results.append(
+                [
+                    (self.doc_ids[i], s)
+                    for s, i in zip(row_scores, row_ids)
+                    if s != float("-inf") and self.doc_ids[i] is not None
+                ]
+            )
+        return results
+
+    def _pad_docs(
+        self, tokens: torch.Tensor, lengths: torch.Tensor, offsets: torch.Tensor, start: int, end: int, longest: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        n = end - start
+        positions = torch.arange(longest).expand(n, longest)
+        mask = positions < lengths[start:end, None]
+        rows = (offsets[start:end, None] + positions).clamp_max(max(len(tokens) - 1, 0))
+        docs = tokens[rows.reshape(-1)].view(n, longest, self.dimension).float()
+        return docs, mask
+
+    # -- persistence ---------------------------------------------------------------------------------
+    def save(self, path: str | Path, manifest: Manifest, replace: bool = False) -> None:
+        """Write token vectors (float16 .npy), token counts and doc ids, then the manifest, atomically."""
+        manifest.kind, manifest.index_type = "maxsim", "exact"
+        manifest.dimension, manifest.num_docs, manifest.index_params = self.dimension, len(self), {}
+        tokens, lengths = self._flat()
+
+        def write_files(directory: Path, gen: int) -> dict[str, str]:
+            names = {
+                "embeddings": f"embeddings-{gen:06d}.npy",
+                "doclens": f"doclens-{gen:06d}.npy",
+                "doc_ids": f"doc_ids-{gen:06d}.json",
+            }
+            with atomic_file(directory / names["embeddings"], "wb") as fh:
+                np.save(fh, tokens.numpy(), allow_pickle=False)
+            with atomic_file(directory / names["doclens"], "wb") as fh:
+                np.save(fh, lengths.numpy(), allow_pickle=False)
+            with atomic_file(directory / names["doc_ids"]) as fh:
+                json.dump({"doc_ids": self.doc_ids}, fh)
+            return names
+
+        save_generation(path, manifest, write_files, replace=replace)
+
+    @classmethod
+    def load(cls, path: str | Path, mmap: bool = True) -> tuple[ExactMaxSimIndex, Manifest]:
+        """Load an index; token vectors are memory-mapped unless `mmap=False`."""
+        path = Path(path)
+        manifest = read_manifest(path)
+        if manifest.kind != "maxsim":
+            raise IndexFormatError(f"{path}: a {manifest.kind} index, not an exact MaxSim one")
+        files = {role: path / name for role, name in manifest.files.items()}
+        try:
+            tokens = np.load(files["embeddings"], mmap_mode="r" if mmap else None, allow_pickle=False)
+            lengths = np.load(files["doclens"], allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise IndexFormatError(f"{path}: truncated or corrupt array file ({exc})") from None
+        try:
+            doc_ids = json.loads(files["doc_ids"].read_text(encoding="utf-8"))["doc_ids"]
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+            raise IndexFormatError(f"{files['doc_ids']}: truncated or corrupt doc id file") from None
+        if tokens.ndim != 2 or tokens.shape[1] != manifest.dimension:
+            raise IndexFormatError(f"{files['embeddings']}: shape {tokens.shape}, manifest says {manifest.dimension}-d")
+        if len(lengths) != len(doc_ids) or int(lengths.sum()) != len(tokens):
+            raise IndexFormatError(
+                f"{path}: {len(doc_ids)} doc ids, {len(lengths)} token counts summing to "
+                f"{int(lengths.sum())}, {len(tokens)} token vectors: files do not match"
+            )
+        self = cls(manifest.dimension)
+        self.doc_ids = doc_ids
+        self._position = {d: i for i, d in enumerate(doc_ids) if d is not None}
+        self._chunks, self._lengths = [tokens], [lengths]
+        with warnings.catch_warnings():  # a read-only memory map: torch warns, and we never write to it
+            warnings.simplefilter("ignore", UserWarning)
+            self._cache = (torch.from_numpy(tokens), torch.from_numpy(lengths))
+        return self, manifest

@@ -1,0 +1,176 @@
+"""ColBERT multi-vector head on sentence-transformers' `MultiVectorEncoder`.
+
+A ColBERT or PyLate checkpoint loads as it is. Any other encoder (ModernBERT, MiniLM, ...) gets the
+ColBERT pipeline around it: query expansion with the mask token up to `query_length`, documents cut at
+`document_length`, a 128-d projection initialised from `seed` (so untrained runs are reproducible), a
+punctuation skiplist for documents, and unit-norm token vectors.
+"""
+
+from __future__ import annotations
+
+import json
+import string
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mbret.errors import MbretError
+from mbret.retrieval.backbone import check_max_length, choose_device, model_identity, model_kwargs, resolve_model_path
+
+DEFAULT_QUERY_LENGTH = 32
+DEFAULT_DOCUMENT_LENGTH = 300
+PROJECTION_DIM = 128
+QUERY_PREFIX, DOCUMENT_PREFIX = "[Q] ", "[D] "
+
+
+def is_multivector_checkpoint(path: str) -> bool:
+    """True for a saved MultiVectorEncoder, a PyLate checkpoint, or a Stanford ColBERT one."""
+    root = Path(path)
+    st_config = root / "config_sentence_transformers.json"
+    if st_config.is_file():
+        config = json.loads(st_config.read_text(encoding="utf-8"))
+        if config.get("model_type") in ("ColBERT", "MultiVectorEncoder") or "query_prefix" in config:
+            return True
+    hf_config = root / "config.json"
+    if hf_config.is_file():
+        return "HF_ColBERT" in (json.loads(hf_config.read_text(encoding="utf-8")).get("architectures") or [])
+    return False
+
+
+def _build_colbert_pipeline(
+    path: str, device: str, dtype: str | None, query_length: int, document_length: int, seed: int
+) -> Any:
+    from sentence_transformers import MultiVectorEncoder
+    from sentence_transformers.base.modules import Dense, Transformer
+    from sentence_transformers.multi_vector_encoder.modules import MultiVectorMask
+    from sentence_transformers.sentence_transformer.modules import Normalize
+
+    transformer = Transformer(
+        path,
+        model_kwargs=model_kwargs(device, dtype),
+        document_length=document_length,
+        query_expansion={"strategy": "fixed", "attend": False, "length": query_length},
+    )
+    projection = Dense(
+        in_features=transformer.get_embedding_dimension(),
+        out_features=PROJECTION_DIM,
+        bias=False,
+        activation_function=torch.nn.Identity(),
+        module_input_name="token_embeddings",
+    )
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        bound = 1.0 / np.sqrt(projection.linear.in_features)  # nn.Linear's default range, seeded
+        weight = torch.empty(projection.linear.weight.shape).uniform_(-bound, bound, generator=generator)
+        projection.linear.weight.copy_(weight.to(projection.linear.weight.dtype))
+    modules = [
+        transformer,
+        projection.to(transformer.auto_model.dtype),
+        MultiVectorMask(skiplist_words=list(string.punctuation)),
+        Normalize(module_input_name="token_embeddings"),
+    ]
+    return MultiVectorEncoder(
+        modules=modules, device=device, prompts={"query": QUERY_PREFIX, "document": DOCUMENT_PREFIX}
+    )
+
+
+@dataclass
+class ColBERTEncoder:
+    """Queries and documents to bags of unit-norm token vectors, scored by MaxSim."""
+
+    model: Any  # sentence_transformers.MultiVectorEncoder
+    name: str
+    seed: int = 0
+
+    @classmethod
+    def load(
+        cls,
+        model: str,
+        device: str | None = None,
+        dtype: str | None = None,
+        query_length: int | None = None,
+        document_length: int | None = None,
+        seed: int = 0,
+    ) -> ColBERTEncoder:
+        from sentence_transformers import MultiVectorEncoder
+
+        device = choose_device(device)
+        path = resolve_model_path(model)
+        for flag, value in (("--query-length", query_length), ("--document-length", document_length)):
+            if value is not None and not 1 <= value <= 8192:
+                raise MbretError(f"{flag} {value}: must be between 1 and 8192")
+        try:
+            if is_multivector_checkpoint(path):
+                mve = MultiVectorEncoder(path, device=device, model_kwargs=model_kwargs(device, dtype))
+                transformer = mve[0]
+                if document_length is not None:
+                    transformer.document_length = document_length
+                elif transformer.document_length is None:
+                    transformer.document_length = DEFAULT_DOCUMENT_LENGTH
+                if query_length is not None:
+                    expansion = dict(transformer.query_expansion or {"strategy": "fixed", "attend": False})
+                    expansion["length"] = query_length
+                    transformer.query_length = query_length
+                    transformer.query_expansion = expansion
+            else:
+                mve = _build_colbert_pipeline(
+                    path,
+                    device,
+                    dtype,
+                    query_length or DEFAULT_QUERY_LENGTH,
+                    document_length or DEFAULT_DOCUMENT_LENGTH,
+                    seed,
+                )
+        except (OSError, ValueError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+            raise MbretError(f"--model {model}: could not load the model ({first})") from None
+        limit = getattr(mve[0].auto_model.config, "max_position_embeddings", None)
+        check_max_length(mve[0].document_length, limit)
+        return cls(model=mve, name=model_identity(model), seed=seed)
+
+    @property
+    def dimension(self) -> int:
+        return int(self.model.get_embedding_dimension())
+
+    @property
+    def query_length(self) -> int:
+        expansion = self.model[0].query_expansion or {}
+        return int(expansion.get("length") or self.model[0].query_length or DEFAULT_QUERY_LENGTH)
+
+    @property
+    def document_length(self) -> int:
+        return int(self.model[0].document_length or DEFAULT_DOCUMENT_LENGTH)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def encode_queries(
+        self, queries: Sequence[str], batch_size: int = 64, show_progress: bool = False
+    ) -> list[torch.Tensor]:
+        """One (query_length, dim) float32 tensor per query, on the CPU."""
+        out = self.model.encode_query(
+            list(queries), batch_size=batch_size, show_progress_bar=show_progress, convert_to_numpy=False
+        )
+        return [t.float().cpu() for t in out]
+
+    def encode_corpus(
+        self, documents: Sequence[str], batch_size: int = 32, show_progress: bool = True
+    ) -> list[torch.Tensor]:
+        """One (n_tokens, dim) float32 tensor per document (skiplisted tokens dropped), on the CPU."""
+        out = self.model.encode_document(
+            list(documents), batch_size=batch_size, show_progress_bar=show_progress, convert_to_numpy=False
+        )
+        return [t.float().cpu() for t in out]
+
+    def save(self, path: str | Path) -> None:
+        """Save in the sentence-transformers MultiVectorEncoder format."""
+        self.model.save(str(path))
+
+    @property
+    def prompts(self) -> dict[str, str]:
+        return dict(getattr(self.model, "prompts", {}) or {})
