@@ -1,0 +1,235 @@
+"""ColBERT head: pipeline shape, seeded projection, PyLate checkpoints, exact MaxSim, CLI --mode colbert."""
+
+from __future__ import annotations
+
+import json
+import string
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mbret.errors import IndexFormatError, MbretError
+from mbret.indexes import ExactMaxSimIndex, Manifest, load_index
+from mbret.retrieval.colbert import ColBERTEncoder
+
+
+@pytest.fixture(scope="module")
+def tiny_colbert(tiny_model: str) -> ColBERTEncoder:
+    return ColBERTEncoder.load(tiny_model, device="cpu")
+
+
+def test_pipeline_expands_queries_and_skips_punctuation(tiny_colbert: ColBERTEncoder) -> None:
+    assert tiny_colbert.dimension == 128
+    assert tiny_colbert.query_length == 32 and tiny_colbert.document_length == 300
+    queries = tiny_colbert.encode_queries(["brain", "a much longer query about cancer risk in patients"])
+    assert [tuple(q.shape) for q in queries] == [(32, 128), (32, 128)]  # [MASK]-expanded to query_length
+    torch.testing.assert_close(queries[0].norm(dim=-1), torch.ones(32))
+    plain, punctuated = tiny_colbert.encode_corpus(
+        ["cell protein gene", "cell, protein. gene!"], show_progress=False
+    )
+    assert len(plain) == len(punctuated)  # the three punctuation tokens are not scored
+    tokens = tiny_colbert.model.tokenizer("[D] cell, protein. gene!")["input_ids"]
+    assert len(tokens) > len(punctuated)
+
+
+def test_document_length_cuts_documents(tiny_model: str) -> None:
+    short = ColBERTEncoder.load(tiny_model, device="cpu", document_length=8)
+    (doc,) = short.encode_corpus(["protein " * 50], show_progress=False)
+    assert len(doc) <= 8
+
+
+def test_projection_is_seeded(tiny_model: str) -> None:
+    a = ColBERTEncoder.load(tiny_model, device="cpu", seed=1).encode_queries(["virus"])[0]
+    b = ColBERTEncoder.load(tiny_model, device="cpu", seed=1).encode_queries(["virus"])[0]
+    c = ColBERTEncoder.load(tiny_model, device="cpu", seed=2).encode_queries(["virus"])[0]
+    torch.testing.assert_close(a, b)
+    assert not torch.allclose(a, c)
+
+
+def _write_pylate_checkpoint(tiny_model: str, path: Path) -> Path:
+    """A checkpoint in PyLate's on-disk layout: [Transformer, pylate Dense], prefixes as added tokens."""
+    from safetensors.torch import save_file
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    tokenizer.add_tokens(["[Q] ", "[D] "])
+    model = AutoModel.from_pretrained(tiny_model)
+    model.resize_token_embeddings(len(tokenizer))
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    (path / "modules.json").write_text(
+        json.dumps(
+            [
+                {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+                {"idx": 1, "name": "1", "path": "1_Dense", "type": "pylate.models.Dense.Dense"},
+            ]
+        )
+    )
+    (path / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 100, "do_lower_case": False}))
+    (path / "config_sentence_transformers.json").write_text(
+        json.dumps(
+            {
+                "__version__": {"sentence_transformers": "5.1.1", "transformers": "4.56.2", "pytorch": "2.8.0"},
+                "model_type": "ColBERT",
+                "prompts": {},
+                "default_prompt_name": None,
+                "similarity_fn_name": "MaxSim",
+                "query_prefix": "[Q] ",
+                "document_prefix": "[D] ",
+                "query_length": 24,
+                "document_length": 100,
+                "attend_to_expansion_tokens": False,
+                "skiplist_words": list(string.punctuation),
+            }
+        )
+    )
+    (path / "1_Dense").mkdir()
+    (path / "1_Dense" / "config.json").write_text(
+        json.dumps(
+            {
+                "in_features": 64,
+                "out_features": 96,
+                "bias": False,
+                "activation_function": "torch.nn.modules.linear.Identity",
+                "use_residual": False,
+            }
+        )
+    )
+    weight = torch.randn(96, 64, generator=torch.Generator().manual_seed(7))
+    save_file({"linear.weight": weight}, str(path / "1_Dense" / "model.safetensors"))
+    return path
+
+
+def test_loads_pylate_checkpoint(tiny_model: str, tmp_path: Path) -> None:
+    path = _write_pylate_checkpoint(tiny_model, tmp_path / "pylate")
+    encoder = ColBERTEncoder.load(str(path), device="cpu")
+    assert encoder.dimension == 96  # the checkpoint's own projection, not a fresh 128-d one
+    assert encoder.query_length == 24 and encoder.document_length == 100
+    (query,) = encoder.encode_queries(["brain activity"])
+    assert tuple(query.shape) == (24, 96)
+    tokenizer = encoder.model.tokenizer
+    assert tokenizer.tokenize("[Q] brain")[0] == "[Q] "  # the prefix stays one token, as PyLate trained it
+    # the projection applied is the saved one: recompute a document's vectors by hand
+    from transformers import AutoModel
+
+    backbone = AutoModel.from_pretrained(str(path)).eval()
+    ids = tokenizer("[D] cell protein", return_tensors="pt")
+    with torch.no_grad():
+        hidden = backbone(**ids).last_hidden_state[0]
+    weight = torch.randn(96, 64, generator=torch.Generator().manual_seed(7))
+    expected = torch.nn.functional.normalize(hidden @ weight.T, dim=-1)
+    (doc,) = encoder.encode_corpus(["cell protein"], show_progress=False)
+    torch.testing.assert_close(doc, expected, atol=1e-4, rtol=1e-4)
+
+
+def _random_docs(n: int, dim: int = 16, seed: int = 0) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, 40, (n,), generator=g)
+    return [torch.nn.functional.normalize(torch.randn(int(m), dim, generator=g), dim=-1) for m in lengths]
+
+
+def test_exact_maxsim_matches_brute_force() -> None:
+    docs = _random_docs(300)
+    queries = [torch.nn.functional.normalize(torch.randn(8, 16), dim=-1) for _ in range(7)]
+    index = ExactMaxSimIndex(16)
+    index.add([f"d{i}" for i in range(300)], docs)
+    hits = index.search(queries, k=5, chunk_tokens=500, query_block=3)
+    truth = torch.stack([torch.stack([(q @ d.half().float().T).max(1).values.sum() for d in docs]) for q in queries])
+    top = torch.topk(truth, 5, dim=1)
+    for row, idx, val in zip(hits, top.indices, top.values):
+        assert [h[0] for h in row] == [f"d{i}" for i in idx.tolist()]
+        np.testing.assert_allclose([h[1] for h in row], val.numpy(), rtol=1e-5)
+
+
+def _manifest(dim: int = 16) -> Manifest:
+    return Manifest(
+        kind="maxsim",
+        mode="colbert",
+        model="m",
+        dimension=dim,
+        normalized=True,
+        max_length=300,
+        num_docs=0,
+        index_type="exact",
+    )
+
+
+def test_exact_add_delete_reload_mmap(tmp_path: Path) -> None:
+    docs = _random_docs(50)
+    index = ExactMaxSimIndex(16)
+    index.add([f"d{i}" for i in range(40)], docs[:40])
+    index.delete(["d3"])
+    index.add(["new"], docs[40:41])
+    assert index.doc_ids[3] is None and index.doc_ids[40] == "new"
+    hits = index.search([docs[40], docs[3], docs[4]], k=3)
+    assert hits[0][0][0] == "new" and hits[2][0][0] == "d4"
+    assert all(h[0] != "d3" for row in hits for h in row)
+    index.save(tmp_path / "idx", _manifest())
+    loaded, manifest = load_index(tmp_path / "idx")
+    assert isinstance(loaded, ExactMaxSimIndex) and manifest.num_docs == 40
+    assert isinstance(loaded._chunks[0], np.memmap)  # memory-mapped, not read into RAM
+    assert loaded.search([docs[40], docs[3], docs[4]], k=3) == hits
+    loaded.add(["later"], docs[45:46])
+    loaded.save(tmp_path / "idx", _manifest())
+    again, _ = load_index(tmp_path / "idx")
+    assert again.search([docs[45]], k=1)[0][0][0] == "later"
+    with pytest.raises(MbretError, match="'d4' is already in the index"):
+        again.add(["d4"], docs[:1])
+
+
+def test_exact_corrupted_chunk_is_a_clear_error(tmp_path: Path) -> None:
+    index = ExactMaxSimIndex(16)
+    index.add(["a", "b"], _random_docs(2))
+    index.save(tmp_path / "idx", _manifest())
+    manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
+    emb = tmp_path / "idx" / manifest["files"]["embeddings"]
+    data = emb.read_bytes()
+    emb.write_bytes(data[: len(data) - 100])
+    with pytest.raises(IndexFormatError, match="truncated or corrupt"):
+        load_index(tmp_path / "idx")
+    emb.write_bytes(data)
+    lens = tmp_path / "idx" / manifest["files"]["doclens"]
+    np.save(lens, np.array([1, 1]))
+    with pytest.raises(IndexFormatError, match="files do not match"):
+        load_index(tmp_path / "idx")
+
+
+def test_cli_colbert_index_search_delete_eval(tmp_path: Path, cli, tiny_model: str, small_beir: Path) -> None:
+    out = tmp_path / "idx"
+    result = cli(
+        "index",
+        small_beir,
+        "--model",
+        tiny_model,
+        "--mode",
+        "colbert",
+        "--out",
+        out,
+        "--query-length",
+        "16",
+        "--document-length",
+        "64",
+    )
+    assert result.code == 0, result.err
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["mode"] == "colbert" and manifest["index_type"] == "exact" and manifest["dimension"] == 128
+    assert manifest["query_length"] == 16 and manifest["document_length"] == 64 and manifest["seed"] == 0
+    payload = json.loads(cli("search", out, "dense vector search over a corpus of documents", "--json").out)
+    assert payload[0]["hits"][0]["doc_id"] == "d5"
+    assert cli("delete", out, "d5").code == 0
+    payload = json.loads(cli("search", out, "dense vector search over a corpus of documents", "--json").out)
+    assert "d5" not in [h["doc_id"] for h in payload[0]["hits"]]
+    result = cli("eval", small_beir, "--model", tiny_model, "--mode", "colbert", "--output", tmp_path / "res")
+    assert result.code == 0, result.err
+    results = json.loads((tmp_path / "res" / "results.json").read_text())
+    assert results["mode"] == "colbert" and results["settings"]["index_type"] == "exact"
+    assert results["settings"]["query_length"] == 32
+
+
+def test_cli_colbert_rejects_dense_index_types(cli, small_beir: Path) -> None:
+    result = cli("eval", small_beir, "--model", "tiny-modernbert", "--mode", "colbert", "--index-type", "hnsw")
+    assert result.code == 2 and "--mode colbert takes exact" in result.err
+    result = cli("eval", small_beir, "--model", "tiny-modernbert", "--mode", "colbert", "--index-type", "plaid")
+    assert result.code == 2 and "PLAID engine is not in this version yet" in result.err
