@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from mbret.errors import MbretError
+from mbret.indexes.plaid import PlaidSearchParams
 
 app = typer.Typer(
     help="mbret: dense and ColBERT retrieval on ModernBERT (or any HF encoder), with indexes and BEIR evaluation.\n\n"
@@ -37,6 +38,21 @@ IndexTypeOpt = Annotated[
 QueryLenOpt = Annotated[
     int | None, typer.Option("--query-length", help="colbert: query tokens after [MASK] expansion (default 32).")
 ]
+NbitsOpt = Annotated[int, typer.Option("--nbits", help="plaid: bits per dimension of residuals (1, 2, 4, 8).")]
+ProbeOpt = Annotated[
+    int | None, typer.Option("--n-ivf-probe", help="plaid: centroids probed per query token (default by k: 1/2/4).")
+]
+ThresholdOpt = Annotated[
+    float | None,
+    typer.Option("--centroid-score-threshold", help="plaid: prune centroids scoring below this (default by k)."),
+]
+CandidatesOpt = Annotated[
+    int | None, typer.Option("--n-candidates", help="plaid: docs kept after pruned centroid scoring (default by k).")
+]
+FullScoresOpt = Annotated[
+    int | None,
+    typer.Option("--n-full-scores", help="plaid: docs decompressed for exact MaxSim (default n-candidates/4)."),
+]
 DocLenOpt = Annotated[int | None, typer.Option("--document-length", help="colbert: max document tokens (default 300).")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", help="Texts per forward pass.")]
 MaxLenOpt = Annotated[
@@ -52,6 +68,29 @@ def _quiet_libraries() -> None:
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+
+
+def _index_params(
+    index_type: str,
+    items: list[str] | None,
+    nbits: int,
+    n_ivf_probe: int | None,
+    centroid_score_threshold: float | None,
+    n_candidates: int | None,
+    n_full_scores: int | None,
+) -> dict[str, int | float | str]:
+    """--index-param pairs, plus the PLAID flags when the index is a PLAID one."""
+    params = _parse_params(items)
+    if index_type == "plaid":
+        params.setdefault("nbits", nbits)
+        flags = {
+            "n_ivf_probe": n_ivf_probe,
+            "centroid_score_threshold": centroid_score_threshold,
+            "n_candidates": n_candidates,
+            "n_full_scores": n_full_scores,
+        }
+        params.update({name: value for name, value in flags.items() if value is not None})
+    return params
 
 
 def _parse_params(items: list[str] | None) -> dict[str, int | float | str]:
@@ -82,6 +121,11 @@ def index(
     max_length: MaxLenOpt = None,
     query_length: QueryLenOpt = None,
     document_length: DocLenOpt = None,
+    nbits: NbitsOpt = 2,
+    n_ivf_probe: ProbeOpt = None,
+    centroid_score_threshold: ThresholdOpt = None,
+    n_candidates: CandidatesOpt = None,
+    n_full_scores: FullScoresOpt = None,
     device: DeviceOpt = None,
     dtype: DtypeOpt = "auto",
     index_param: Annotated[
@@ -141,7 +185,13 @@ def index(
             document_length=document_length,
         )
     retriever = Retriever.build(
-        docs, encoder, index_type=index_type, index_params=_parse_params(index_param), batch_size=batch_size
+        docs,
+        encoder,
+        index_type=index_type,
+        index_params=_index_params(
+            index_type, index_param, nbits, n_ivf_probe, centroid_score_threshold, n_candidates, n_full_scores
+        ),
+        batch_size=batch_size,
     )
     retriever.save(out, replace=overwrite)
     t = retriever.timings
@@ -157,6 +207,10 @@ def search(
     queries: Annotated[list[str], typer.Argument(metavar="QUERY...", help="One or more queries.")],
     k: Annotated[int, typer.Option("-k", "--top-k", help="Hits per query.")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    n_ivf_probe: ProbeOpt = None,
+    centroid_score_threshold: ThresholdOpt = None,
+    n_candidates: CandidatesOpt = None,
+    n_full_scores: FullScoresOpt = None,
     device: DeviceOpt = None,
     dtype: DtypeOpt = "auto",
 ) -> None:
@@ -167,6 +221,7 @@ def search(
     from mbret.retrieval import Retriever
 
     retriever = Retriever.load(index_dir, device=device, dtype=dtype)
+    retriever.configure_search(PlaidSearchParams(n_ivf_probe, centroid_score_threshold, n_candidates, n_full_scores))
     results = retriever.search(queries, k=k)
     if as_json:
         payload = [
@@ -225,6 +280,11 @@ def eval_command(
     max_length: MaxLenOpt = None,
     query_length: QueryLenOpt = None,
     document_length: DocLenOpt = None,
+    nbits: NbitsOpt = 2,
+    n_ivf_probe: ProbeOpt = None,
+    centroid_score_threshold: ThresholdOpt = None,
+    n_candidates: CandidatesOpt = None,
+    n_full_scores: FullScoresOpt = None,
     batch_size: BatchOpt = 64,
     device: DeviceOpt = None,
     dtype: DtypeOpt = "auto",
@@ -261,6 +321,8 @@ def eval_command(
         index_type=index_type,
         query_length=query_length,
         document_length=document_length,
+        index_params=_index_params(index_type or "", None, nbits, None, None, None, None),
+        search_params=PlaidSearchParams(n_ivf_probe, centroid_score_threshold, n_candidates, n_full_scores),
         metrics=metric_names,
         ignore_identical_ids=not keep_identical_ids,
         batch_size=batch_size,

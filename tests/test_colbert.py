@@ -26,9 +26,7 @@ def test_pipeline_expands_queries_and_skips_punctuation(tiny_colbert: ColBERTEnc
     queries = tiny_colbert.encode_queries(["brain", "a much longer query about cancer risk in patients"])
     assert [tuple(q.shape) for q in queries] == [(32, 128), (32, 128)]  # [MASK]-expanded to query_length
     torch.testing.assert_close(queries[0].norm(dim=-1), torch.ones(32))
-    plain, punctuated = tiny_colbert.encode_corpus(
-        ["cell protein gene", "cell, protein. gene!"], show_progress=False
-    )
+    plain, punctuated = tiny_colbert.encode_corpus(["cell protein gene", "cell, protein. gene!"], show_progress=False)
     assert len(plain) == len(punctuated)  # the three punctuation tokens are not scored
     tokens = tiny_colbert.model.tokenizer("[D] cell, protein. gene!")["input_ids"]
     assert len(tokens) > len(punctuated)
@@ -205,6 +203,8 @@ def test_cli_colbert_index_search_delete_eval(tmp_path: Path, cli, tiny_model: s
         tiny_model,
         "--mode",
         "colbert",
+        "--index-type",
+        "exact",
         "--out",
         out,
         "--query-length",
@@ -221,7 +221,18 @@ def test_cli_colbert_index_search_delete_eval(tmp_path: Path, cli, tiny_model: s
     assert cli("delete", out, "d5").code == 0
     payload = json.loads(cli("search", out, "dense vector search over a corpus of documents", "--json").out)
     assert "d5" not in [h["doc_id"] for h in payload[0]["hits"]]
-    result = cli("eval", small_beir, "--model", tiny_model, "--mode", "colbert", "--output", tmp_path / "res")
+    result = cli(
+        "eval",
+        small_beir,
+        "--model",
+        tiny_model,
+        "--mode",
+        "colbert",
+        "--index-type",
+        "exact",
+        "--output",
+        tmp_path / "res",
+    )
     assert result.code == 0, result.err
     results = json.loads((tmp_path / "res" / "results.json").read_text())
     assert results["mode"] == "colbert" and results["settings"]["index_type"] == "exact"
@@ -230,6 +241,6 @@ def test_cli_colbert_index_search_delete_eval(tmp_path: Path, cli, tiny_model: s
 
 def test_cli_colbert_rejects_dense_index_types(cli, small_beir: Path) -> None:
     result = cli("eval", small_beir, "--model", "tiny-modernbert", "--mode", "colbert", "--index-type", "hnsw")
-    assert result.code == 2 and "--mode colbert takes exact" in result.err
-    result = cli("eval", small_beir, "--model", "tiny-modernbert", "--mode", "colbert", "--index-type", "plaid")
-    assert result.code == 2 and "PLAID engine is not in this version yet" in result.err
+    assert result.code == 2 and "--mode colbert takes plaid, exact" in result.err
+    result = cli("eval", small_beir, "--model", "tiny-modernbert", "--mode", "colbert", "--nbits", "3")
+    assert result.code == 2 and "--nbits 3" in result.err

@@ -10,6 +10,7 @@ from typing import Any
 import mbret
 from mbret.eval.data import Dataset
 from mbret.eval.metrics import DEFAULT_METRICS, drop_identical_ids, evaluate_run
+from mbret.indexes import PlaidSearchParams
 from mbret.io import atomic_file, write_json_atomic
 from mbret.retrieval.retriever import Retriever
 
@@ -74,6 +75,8 @@ def evaluate(
     show_progress: bool = True,
     query_length: int | None = None,
     document_length: int | None = None,
+    index_params: dict[str, Any] | None = None,
+    search_params: PlaidSearchParams | None = None,
 ) -> EvalResult:
     """Score a retriever (dense or colbert) on `dataset`; builds one from `model` unless `retriever` is given."""
     from mbret.eval.metrics import parse_metric
@@ -88,6 +91,7 @@ def evaluate(
             dataset.corpus,
             model,
             index_type=index_type,
+            index_params=index_params,
             batch_size=batch_size,
             max_length=max_length,
             device=device,
@@ -99,6 +103,8 @@ def evaluate(
         )
         timings.update(retriever.timings)
     retriever.batch_size = batch_size
+    if search_params is not None:
+        retriever.configure_search(search_params)
     qids = list(dataset.queries)
     extra = 1 if ignore_identical_ids else 0  # BEIR asks for one more hit when it drops identical ids
     hits = retriever.search([dataset.queries[q] for q in qids], k=depth + extra)

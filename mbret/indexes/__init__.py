@@ -9,8 +9,9 @@ from mbret.errors import IndexFormatError
 from mbret.indexes.base import Manifest, check_compatible, read_manifest
 from mbret.indexes.faiss_index import INDEX_TYPES, FaissIndex, default_params
 from mbret.indexes.maxsim import ExactMaxSimIndex
+from mbret.indexes.plaid import PlaidIndex, PlaidSearchParams
 
-INDEX_TYPES_BY_MODE = {"dense": INDEX_TYPES, "colbert": ("exact",)}
+INDEX_TYPES_BY_MODE = {"dense": INDEX_TYPES, "colbert": ("plaid", "exact")}
 
 
 def load_index(path: str | Path) -> tuple[Any, Manifest]:
@@ -20,6 +21,8 @@ def load_index(path: str | Path) -> tuple[Any, Manifest]:
         return FaissIndex.load(path)
     if kind == "maxsim":
         return ExactMaxSimIndex.load(path)
+    if kind == "plaid":
+        return PlaidIndex.load(path)
     raise IndexFormatError(f"{path}: unknown index kind {kind!r}")
 
 
@@ -29,6 +32,8 @@ __all__ = [
     "ExactMaxSimIndex",
     "FaissIndex",
     "Manifest",
+    "PlaidIndex",
+    "PlaidSearchParams",
     "check_compatible",
     "default_params",
     "load_index",

@@ -20,6 +20,8 @@ from mbret.indexes import (
     ExactMaxSimIndex,
     FaissIndex,
     Manifest,
+    PlaidIndex,
+    PlaidSearchParams,
     check_compatible,
     load_index,
     read_manifest,
@@ -29,7 +31,7 @@ from mbret.retrieval.colbert import ColBERTEncoder
 from mbret.retrieval.dense import DenseEncoder
 
 MODES = ("dense", "colbert")
-DEFAULT_INDEX_TYPE = {"dense": "flat", "colbert": "exact"}
+DEFAULT_INDEX_TYPE = {"dense": "flat", "colbert": "plaid"}
 
 
 @dataclass
@@ -43,8 +45,6 @@ def check_mode(mode: str, index_type: str | None = None) -> str:
     if mode not in MODES:
         raise MbretError(f"--mode {mode}: choose one of {', '.join(MODES)}")
     index_type = index_type or DEFAULT_INDEX_TYPE[mode]
-    if index_type == "plaid":
-        raise MbretError("--index-type plaid: the PLAID engine is not in this version yet; use --index-type exact")
     if index_type not in INDEX_TYPES_BY_MODE[mode]:
         raise MbretError(f"--index-type {index_type}: --mode {mode} takes {', '.join(INDEX_TYPES_BY_MODE[mode])}")
     return index_type
@@ -78,7 +78,7 @@ class Retriever:
     """An encoder and the index of its corpus embeddings."""
 
     encoder: DenseEncoder | ColBERTEncoder
-    index: FaissIndex | ExactMaxSimIndex
+    index: FaissIndex | ExactMaxSimIndex | PlaidIndex
     batch_size: int = 64
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -119,8 +119,14 @@ class Retriever:
                 seed=seed,
             )
         index_type = check_mode(mode, index_type)
-        index: FaissIndex | ExactMaxSimIndex
-        if mode == "colbert":
+        index: FaissIndex | ExactMaxSimIndex | PlaidIndex
+        if mode == "colbert" and index_type == "plaid":
+            params = dict(index_params or {})
+            search = PlaidSearchParams(
+                **{f: params.pop(f) for f in list(params) if f in PlaidSearchParams.__dataclass_fields__}
+            )
+            index = PlaidIndex(encoder.dimension, search=search, **params)
+        elif mode == "colbert":
             index = ExactMaxSimIndex(encoder.dimension)
         else:
             index = FaissIndex(encoder.dimension, index_type, index_params)
@@ -145,6 +151,17 @@ class Retriever:
     def delete(self, doc_ids: Sequence[str]) -> int:
         return self.index.delete(doc_ids)
 
+    def configure_search(self, params: PlaidSearchParams) -> None:
+        """Override PLAID's search knobs (those left None keep their saved or k-dependent defaults)."""
+        if not isinstance(self.index, PlaidIndex):
+            if any(v is not None for v in vars(params).values()):
+                raise MbretError("PLAID search options apply to --index-type plaid indexes only")
+            return
+        saved = vars(self.index.search_params)
+        self.index.search_params = PlaidSearchParams(
+            **{name: value if value is not None else saved[name] for name, value in vars(params).items()}
+        )
+
     def search(self, queries: Sequence[str], k: int = 10, show_progress: bool = False) -> list[list[Hit]]:
         """Top-k hits per query, best first."""
         start = time.perf_counter()
@@ -160,7 +177,7 @@ class Retriever:
         if isinstance(encoder, ColBERTEncoder):
             prompts = encoder.prompts
             return Manifest(
-                kind="maxsim",
+                kind="plaid" if isinstance(self.index, PlaidIndex) else "maxsim",
                 mode="colbert",
                 model=encoder.name,
                 dimension=encoder.dimension,

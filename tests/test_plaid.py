@@ -1,0 +1,191 @@
+"""PLAID engine: codec, fidelity to exact MaxSim, k-dependent defaults, updates, storage, determinism."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mbret.errors import IndexFormatError
+from mbret.indexes import ExactMaxSimIndex, Manifest, PlaidIndex, PlaidSearchParams, load_index
+from mbret.indexes.plaid import ResidualCodec, pack_bits, unpack_bits
+
+
+def _corpus(n_docs: int = 1500, dim: int = 128, seed: int = 0) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Documents drawn from a few topics each, and queries made from the tokens of known documents."""
+    g = torch.Generator().manual_seed(seed)
+    topics = torch.nn.functional.normalize(torch.randn(60, dim, generator=g), dim=-1)
+    docs = []
+    for _ in range(n_docs):
+        mix = topics[torch.randint(0, 60, (3,), generator=g)]
+        n = int(torch.randint(10, 60, (1,), generator=g))
+        tokens = mix[torch.randint(0, 3, (n,), generator=g)] + 0.06 * torch.randn(n, dim, generator=g)
+        docs.append(torch.nn.functional.normalize(tokens, dim=-1))
+    queries = []
+    for i in range(40):
+        d = docs[(i * 31) % n_docs]
+        q = d[torch.randint(0, len(d), (32,), generator=g)] + 0.05 * torch.randn(32, dim, generator=g)
+        queries.append(torch.nn.functional.normalize(q, dim=-1))
+    return docs, queries
+
+
+@pytest.fixture(scope="module")
+def corpus() -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    return _corpus()
+
+
+def _manifest() -> Manifest:
+    return Manifest(
+        kind="plaid",
+        mode="colbert",
+        model="m",
+        dimension=128,
+        normalized=True,
+        max_length=300,
+        num_docs=0,
+        index_type="plaid",
+    )
+
+
+@pytest.mark.parametrize("nbits", [1, 2, 4, 8])
+def test_bit_packing_round_trips(nbits: int) -> None:
+    values = torch.randint(0, 1 << nbits, (7, 128))
+    packed = pack_bits(values, nbits)
+    assert packed.dtype == torch.uint8 and packed.shape == (7, 128 * nbits // 8)
+    assert torch.equal(unpack_bits(packed, nbits), values)
+
+
+def test_more_bits_reconstruct_better(corpus: tuple[list[torch.Tensor], list[torch.Tensor]]) -> None:
+    vectors = torch.cat(corpus[0][:300])
+    errors = []
+    for nbits in (1, 2, 4, 8):
+        codec = ResidualCodec.train(vectors, nbits, 64, seed=0)
+        codes, packed, _ = codec.compress(vectors)
+        errors.append(float((codec.decompress(codes, packed) - vectors).norm(dim=-1).mean()))
+    assert errors == sorted(errors, reverse=True) and errors[-1] < 0.5 * errors[0]
+
+
+@pytest.mark.parametrize(("nbits", "min_recall"), [(2, 0.9), (4, 0.95)])
+def test_plaid_finds_what_exact_maxsim_finds(
+    corpus: tuple[list[torch.Tensor], list[torch.Tensor]], nbits: int, min_recall: float
+) -> None:
+    docs, queries = corpus
+    ids = [f"d{i}" for i in range(len(docs))]
+    exact = ExactMaxSimIndex(128)
+    exact.add(ids, docs)
+    plaid = PlaidIndex(128, nbits=nbits)
+    plaid.add(ids, docs)
+    truth, found = exact.search(queries, k=10), plaid.search(queries, k=10)
+    recall = np.mean([len({h[0] for h in a} & {h[0] for h in b}) / 10 for a, b in zip(found, truth)])
+    assert recall >= min_recall
+    assert all(row[0][0] == f"d{i * 31}" for i, row in enumerate(found))  # the source document comes first
+    assert plaid.bytes_per_token() == 2 + 128 * nbits / 8
+
+
+def test_search_defaults_follow_k() -> None:
+    small, mid, large = (PlaidSearchParams().resolved(k) for k in (10, 100, 1000))
+    assert (small.n_ivf_probe, small.centroid_score_threshold, small.n_candidates) == (1, 0.5, 256)
+    assert (mid.n_ivf_probe, mid.centroid_score_threshold, mid.n_candidates) == (2, 0.45, 1024)
+    assert (large.n_ivf_probe, large.centroid_score_threshold, large.n_candidates) == (4, 0.4, 4096)
+    assert small.n_full_scores == 64 and large.n_full_scores == 1024
+    custom = PlaidSearchParams(n_ivf_probe=8, n_full_scores=7).resolved(10)
+    assert custom.n_ivf_probe == 8 and custom.n_full_scores == 7 and custom.n_candidates == 256
+
+
+def test_build_is_deterministic(corpus: tuple[list[torch.Tensor], list[torch.Tensor]]) -> None:
+    docs = corpus[0][:400]
+    a, b = PlaidIndex(128, nbits=2, seed=3), PlaidIndex(128, nbits=2, seed=3)
+    a.add([str(i) for i in range(400)], docs)
+    b.add([str(i) for i in range(400)], docs)
+    assert torch.equal(a.codec.centroids, b.codec.centroids)
+    assert np.array_equal(a._codes[0], b._codes[0]) and np.array_equal(a._residuals[0], b._residuals[0])
+
+
+def test_add_delete_reload_keep_ids_and_chunks(
+    corpus: tuple[list[torch.Tensor], list[torch.Tensor]], tmp_path: Path
+) -> None:
+    docs, queries = corpus
+    index = PlaidIndex(128, nbits=2)
+    index.add([f"d{i}" for i in range(1000)], docs[:1000])
+    index.save(tmp_path / "idx", _manifest())
+    first_chunk = tmp_path / "idx" / "codes-00000.npy"
+    stamp = first_chunk.stat().st_mtime_ns
+    loaded, _ = load_index(tmp_path / "idx")
+    assert isinstance(loaded, PlaidIndex) and isinstance(loaded._codes[0], np.memmap)
+    assert loaded.search(queries[:5], k=5) == index.search(queries[:5], k=5)
+    loaded.add(["late"], docs[1200:1201])
+    loaded.delete(["d31", "d62"])
+    loaded.save(tmp_path / "idx", _manifest())
+    assert first_chunk.stat().st_mtime_ns == stamp  # adding writes a new chunk, never rewrites old ones
+    again, manifest = load_index(tmp_path / "idx")
+    assert manifest.num_docs == 999 and "drift" in manifest.index_params
+    assert again.doc_ids[31] is None and again.doc_ids[1000] == "late"
+    hits = again.search([docs[1200], queries[1], queries[2]], k=5)
+    assert hits[0][0][0] == "late"
+    assert all(h[0] not in {"d31", "d62"} for row in hits for h in row)
+
+
+def test_drift_grows_for_documents_unlike_the_training_data(tmp_path: Path) -> None:
+    docs, _ = _corpus(400, seed=0)
+    other, _ = _corpus(50, seed=9)  # other topics: far from the trained centroids
+    index = PlaidIndex(128, nbits=2)
+    index.add([f"a{i}" for i in range(400)], docs)
+    index.add([f"b{i}" for i in range(50)], other)
+    assert index.drift > 0.5
+
+
+def test_corrupted_chunk_is_a_clear_error(
+    corpus: tuple[list[torch.Tensor], list[torch.Tensor]], tmp_path: Path
+) -> None:
+    index = PlaidIndex(128, nbits=2)
+    index.add([f"d{i}" for i in range(300)], corpus[0][:300])
+    index.save(tmp_path / "idx", _manifest())
+    residuals = tmp_path / "idx" / "residuals-00000.npy"
+    data = residuals.read_bytes()
+    residuals.write_bytes(data[: len(data) // 2])
+    with pytest.raises(IndexFormatError, match="residuals-00000.npy: truncated or corrupt"):
+        load_index(tmp_path / "idx")
+    residuals.write_bytes(data)
+    np.save(tmp_path / "idx" / "doclens-00000.npy", np.full(300, 3, dtype=np.int32))
+    with pytest.raises(IndexFormatError, match="chunk 0 holds"):
+        load_index(tmp_path / "idx")
+    os.unlink(tmp_path / "idx" / "centroids.npy")
+    with pytest.raises(IndexFormatError, match="centroids file named in the manifest is missing"):
+        load_index(tmp_path / "idx")
+
+
+def test_cli_plaid_index_search_eval(tmp_path: Path, cli, tiny_model: str, small_beir: Path) -> None:
+    out = tmp_path / "idx"
+    result = cli(
+        "index",
+        small_beir,
+        "--model",
+        tiny_model,
+        "--mode",
+        "colbert",
+        "--out",
+        out,
+        "--nbits",
+        "4",
+        "--n-full-scores",
+        "3",
+    )
+    assert result.code == 0, result.err
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["kind"] == "plaid" and manifest["index_type"] == "plaid"
+    assert manifest["index_params"]["nbits"] == 4 and manifest["index_params"]["n_full_scores"] == 3
+    payload = json.loads(cli("search", out, "dense vector search over a corpus of documents", "--json").out)
+    assert payload[0]["hits"][0]["doc_id"] == "d5" and len(payload[0]["hits"]) <= 3
+    payload = json.loads(cli("search", out, "dense vector search", "--json", "--n-full-scores", "6", "-k", "6").out)
+    assert len(payload[0]["hits"]) == 6
+    result = cli(
+        "eval", small_beir, "--model", tiny_model, "--mode", "colbert", "--nbits", "1", "--output", tmp_path / "res"
+    )
+    assert result.code == 0, result.err
+    results = json.loads((tmp_path / "res" / "results.json").read_text())
+    assert results["settings"]["index_type"] == "plaid" and results["settings"]["index_params"]["nbits"] == 1
+    assert cli("search", out, "x", "--n-ivf-probe", "2").code == 0
