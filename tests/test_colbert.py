@@ -244,3 +244,22 @@ def test_cli_colbert_rejects_dense_index_types(cli, small_beir: Path) -> None:
     assert result.code == 2 and "--mode colbert takes plaid, exact" in result.err
     result = cli("eval", small_beir, "--model", "tiny-modernbert", "--mode", "colbert", "--nbits", "3")
     assert result.code == 2 and "--nbits 3" in result.err
+
+
+def test_chunked_build_equals_one_shot(tiny_model: str, small_corpus: dict) -> None:
+    from mbret.retrieval import Retriever
+
+    encoder = ColBERTEncoder.load(tiny_model, device="cpu")
+    one = Retriever.build(small_corpus, encoder, index_type="exact", show_progress=False)
+    many = Retriever(encoder=encoder, index=ExactMaxSimIndex(encoder.dimension))
+    many.add(small_corpus, show_progress=False, chunk_docs=2)
+    assert len(many.index._chunks) == 3
+    queries = ["immune response to virus", "heart disease"]
+    assert [[h.doc_id for h in r] for r in many.search(queries, k=6)] == [
+        [h.doc_id for h in r] for r in one.search(queries, k=6)
+    ]
+    plaid = Retriever.build(small_corpus, encoder, index_type="plaid", show_progress=False)
+    chunked = Retriever(encoder=encoder, index=type(plaid.index)(encoder.dimension))
+    chunked.add(small_corpus, show_progress=False, chunk_docs=4)
+    assert len(chunked.index._codes) == 2 and len(chunked.index) == 6
+    assert chunked.search(["immune response to virus in human cells"], k=1)[0][0].doc_id == "d6"

@@ -189,3 +189,22 @@ def test_cli_plaid_index_search_eval(tmp_path: Path, cli, tiny_model: str, small
     results = json.loads((tmp_path / "res" / "results.json").read_text())
     assert results["settings"]["index_type"] == "plaid" and results["settings"]["index_params"]["nbits"] == 1
     assert cli("search", out, "x", "--n-ivf-probe", "2").code == 0
+
+
+@pytest.mark.parametrize("kind", ["faiss", "exact", "plaid"])
+def test_duplicate_add_leaves_the_index_untouched(kind: str) -> None:
+    from mbret.errors import MbretError
+    from mbret.indexes import FaissIndex
+
+    docs, _ = _corpus(300)
+    if kind == "faiss":
+        index = FaissIndex(128)
+        index.add([f"d{i}" for i in range(300)], torch.stack([d.mean(0) for d in docs]).numpy())
+        extra = torch.stack([docs[0].mean(0), docs[1].mean(0)]).numpy()
+    else:
+        index = ExactMaxSimIndex(128) if kind == "exact" else PlaidIndex(128, nbits=2)
+        index.add([f"d{i}" for i in range(300)], docs)
+        extra = docs[:2]
+    with pytest.raises(MbretError, match="'d1' is already in the index"):
+        index.add(["fresh", "d1"], extra)
+    assert len(index) == 300 and "fresh" not in index and len(index.doc_ids) == 300

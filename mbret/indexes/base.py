@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,3 +119,48 @@ def save_generation(
     with atomic_new_dir(path) as tmp:
         manifest.files = write_files(tmp, manifest.generation)
         write_json_atomic(tmp / MANIFEST, manifest.to_json())
+
+
+class StableDocIds:
+    """Doc ids of an index: a document's internal id is its position in `doc_ids`, given on add and never
+    reused or renumbered; a deleted document leaves `None` in its place."""
+
+    doc_ids: list[str | None]
+    _position: dict[str, int]
+
+    def _init_ids(self, doc_ids: list[str | None] | None = None) -> None:
+        self.doc_ids = list(doc_ids or [])
+        self._position = {d: i for i, d in enumerate(self.doc_ids) if d is not None}
+
+    def __len__(self) -> int:
+        return len(self._position)
+
+    def __contains__(self, doc_id: object) -> bool:
+        return doc_id in self._position
+
+    def _check_new_ids(self, doc_ids: Sequence[str]) -> None:
+        """Refuse ids already live in the index or repeated in `doc_ids`: call before touching any data."""
+        seen: set[str] = set()
+        for doc_id in doc_ids:
+            if doc_id in self._position or doc_id in seen:
+                raise MbretError(f"doc id {doc_id!r} is already in the index (delete it first to replace it)")
+            seen.add(doc_id)
+
+    def _append_ids(self, doc_ids: Sequence[str]) -> int:
+        """Register new ids; returns the first internal id given."""
+        self._check_new_ids(doc_ids)
+        first = len(self.doc_ids)
+        for offset, doc_id in enumerate(doc_ids):
+            self._position[doc_id] = first + offset
+            self.doc_ids.append(doc_id)
+        return first
+
+    def _remove_ids(self, doc_ids: Sequence[str]) -> list[int]:
+        """Forget ids (an unknown one is an error); returns their internal ids, sorted."""
+        missing = [d for d in doc_ids if d not in self._position]
+        if missing:
+            raise MbretError(f"doc id {missing[0]!r} is not in the index")
+        internal = sorted({self._position.pop(d) for d in set(doc_ids)})
+        for i in internal:
+            self.doc_ids[i] = None
+        return internal

@@ -17,7 +17,7 @@ import faiss
 import numpy as np
 
 from mbret.errors import IndexFormatError, MbretError
-from mbret.indexes.base import Manifest, read_manifest, save_generation
+from mbret.indexes.base import Manifest, StableDocIds, read_manifest, save_generation
 from mbret.io import atomic_file
 
 INDEX_TYPES = ("flat", "hnsw", "ivfpq")
@@ -38,7 +38,7 @@ def default_params(index_type: str, dimension: int, num_docs: int) -> dict[str, 
     raise MbretError(f"--index-type {index_type}: choose one of {', '.join(INDEX_TYPES)}")
 
 
-class FaissIndex:
+class FaissIndex(StableDocIds):
     """A FAISS index over unit vectors (inner product = cosine) keyed by string doc ids."""
 
     def __init__(self, dimension: int, index_type: str = "flat", params: dict[str, Any] | None = None) -> None:
@@ -47,8 +47,7 @@ class FaissIndex:
         self.dimension = dimension
         self.index_type = index_type
         self.params: dict[str, Any] = dict(params or {})
-        self.doc_ids: list[str | None] = []  # internal id -> doc id; None once deleted
-        self._position: dict[str, int] = {}
+        self._init_ids()
         self._tombstones: set[int] = set()  # deleted but still inside the FAISS index (HNSW only)
         self.index: Any = None
 
@@ -72,11 +71,7 @@ class FaissIndex:
             raise MbretError(f"expected embeddings of shape (n, {self.dimension}), got {embeddings.shape}")
         if len(doc_ids) != len(embeddings):
             raise MbretError(f"{len(doc_ids)} doc ids for {len(embeddings)} embeddings")
-        seen: set[str] = set()
-        for doc_id in doc_ids:
-            if doc_id in self._position or doc_id in seen:
-                raise MbretError(f"doc id {doc_id!r} is already in the index (delete it first to replace it)")
-            seen.add(doc_id)
+        self._check_new_ids(doc_ids)
         if self.index is None:
             self.index = self._new_faiss_index(len(doc_ids))
         if not self.index.is_trained:
@@ -88,31 +83,17 @@ class FaissIndex:
                 )
             self.index.train(embeddings)
         start = len(self.doc_ids)
-        ids = np.arange(start, start + len(doc_ids), dtype=np.int64)
-        self.index.add_with_ids(embeddings, ids)
-        for offset, doc_id in enumerate(doc_ids):
-            self.doc_ids.append(doc_id)
-            self._position[doc_id] = start + offset
+        self.index.add_with_ids(embeddings, np.arange(start, start + len(doc_ids), dtype=np.int64))
+        self._append_ids(doc_ids)
 
     def delete(self, doc_ids: Sequence[str]) -> int:
         """Delete documents by doc id; other ids are untouched. Returns how many were deleted."""
-        missing = [d for d in doc_ids if d not in self._position]
-        if missing:
-            raise MbretError(f"doc id {missing[0]!r} is not in the index")
-        internal = np.array(sorted({self._position.pop(d) for d in doc_ids}), dtype=np.int64)
-        for i in internal:
-            self.doc_ids[int(i)] = None
+        internal = np.array(self._remove_ids(doc_ids), dtype=np.int64)
         if self.index_type == "hnsw":
             self._tombstones.update(int(i) for i in internal)
         elif len(internal):
             self.index.remove_ids(internal)
         return len(internal)
-
-    def __len__(self) -> int:
-        return len(self._position)
-
-    def __contains__(self, doc_id: str) -> bool:
-        return doc_id in self._position
 
     # -- search --------------------------------------------------------------------------------------
     def _search_params(self) -> Any:
@@ -183,8 +164,8 @@ class FaissIndex:
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
             raise IndexFormatError(f"{ids_file}: truncated or corrupt doc id file") from None
         self = cls(manifest.dimension, manifest.index_type, manifest.index_params)
-        self.index, self.doc_ids, self._tombstones = index, doc_ids, set(tombstones)
-        self._position = {d: i for i, d in enumerate(doc_ids) if d is not None}
+        self.index, self._tombstones = index, set(tombstones)
+        self._init_ids(doc_ids)
         if index.d != manifest.dimension:
             raise IndexFormatError(f"{faiss_file}: {index.d}-d vectors but the manifest says {manifest.dimension}")
         if index.ntotal != len(self._position) + len(self._tombstones):

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from mbret.errors import IndexFormatError, MbretError
-from mbret.indexes.base import Manifest, read_manifest, save_generation
+from mbret.indexes.base import Manifest, StableDocIds, read_manifest, save_generation
 from mbret.io import atomic_file
 
 
@@ -40,24 +40,17 @@ def maxsim_scores(queries: torch.Tensor, docs: torch.Tensor, doc_mask: torch.Ten
     return best.view(nq, lq, nd).sum(dim=1)
 
 
-class ExactMaxSimIndex:
+class ExactMaxSimIndex(StableDocIds):
     """Every token vector of every document, scored exactly; doc ids stable across add and delete."""
 
     def __init__(self, dimension: int) -> None:
         self.dimension = dimension
         self.index_type = "exact"
         self.params: dict[str, int] = {}
-        self.doc_ids: list[str | None] = []
-        self._position: dict[str, int] = {}
+        self._init_ids()
         self._chunks: list[np.ndarray] = []  # float16 (tokens, dim) arrays, appended per add
         self._lengths: list[np.ndarray] = []  # int64 token counts per document, per chunk
         self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
-
-    def __len__(self) -> int:
-        return len(self._position)
-
-    def __contains__(self, doc_id: str) -> bool:
-        return doc_id in self._position
 
     @property
     def num_tokens(self) -> int:
@@ -66,33 +59,23 @@ class ExactMaxSimIndex:
     def add(self, doc_ids: Sequence[str], embeddings: Sequence[torch.Tensor | np.ndarray]) -> None:
         if len(doc_ids) != len(embeddings):
             raise MbretError(f"{len(doc_ids)} doc ids for {len(embeddings)} embeddings")
-        seen: set[str] = set()
-        for doc_id in doc_ids:
-            if doc_id in self._position or doc_id in seen:
-                raise MbretError(f"doc id {doc_id!r} is already in the index (delete it first to replace it)")
-            seen.add(doc_id)
+        self._check_new_ids(doc_ids)
         arrays = [
             np.asarray(e.float().numpy() if isinstance(e, torch.Tensor) else e, dtype=np.float16) for e in embeddings
         ]
         for array in arrays:
             if array.ndim != 2 or array.shape[1] != self.dimension:
                 raise MbretError(f"expected token vectors of shape (n, {self.dimension}), got {array.shape}")
+        self._append_ids(doc_ids)
         if arrays:
             self._chunks.append(np.concatenate(arrays))
             self._lengths.append(np.array([len(a) for a in arrays], dtype=np.int64))
-        for doc_id in doc_ids:
-            self._position[doc_id] = len(self.doc_ids)
-            self.doc_ids.append(doc_id)
         self._cache = None
 
     def delete(self, doc_ids: Sequence[str]) -> int:
-        missing = [d for d in doc_ids if d not in self._position]
-        if missing:
-            raise MbretError(f"doc id {missing[0]!r} is not in the index")
-        for doc_id in set(doc_ids):
-            self.doc_ids[self._position.pop(doc_id)] = None
+        removed = self._remove_ids(doc_ids)
         self._cache = None
-        return len(set(doc_ids))
+        return len(removed)
 
     def _flat(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self._cache is None:
@@ -204,8 +187,7 @@ class ExactMaxSimIndex:
                 f"{int(lengths.sum())}, {len(tokens)} token vectors: files do not match"
             )
         self = cls(manifest.dimension)
-        self.doc_ids = doc_ids
-        self._position = {d: i for i, d in enumerate(doc_ids) if d is not None}
+        self._init_ids(doc_ids)
         self._chunks, self._lengths = [tokens], [lengths]
         with warnings.catch_warnings():  # a read-only memory map: torch warns, and we never write to it
             warnings.simplefilter("ignore", UserWarning)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from mbret.errors import IndexFormatError, MbretError
-from mbret.indexes.base import Manifest, read_manifest, save_generation
+from mbret.indexes.base import Manifest, StableDocIds, read_manifest, save_generation
 from mbret.indexes.maxsim import maxsim_scores
 from mbret.io import atomic_file
 
@@ -145,7 +145,7 @@ class ResidualCodec:
         return torch.nn.functional.normalize(vectors, dim=-1)
 
 
-class PlaidIndex:
+class PlaidIndex(StableDocIds):
     """A PLAID index: compressed token vectors, inverted lists, staged search; stable doc ids."""
 
     def __init__(
@@ -166,8 +166,7 @@ class PlaidIndex:
         self.index_type = "plaid"
         self.search_params = search or PlaidSearchParams()
         self.codec: ResidualCodec | None = None
-        self.doc_ids: list[str | None] = []
-        self._position: dict[str, int] = {}
+        self._init_ids()
         self._codes: list[np.ndarray] = []  # per chunk: centroid id per token
         self._residuals: list[np.ndarray] = []  # per chunk: packed residuals per token
         self._doclens: list[np.ndarray] = []  # per chunk: tokens per document
@@ -186,12 +185,6 @@ class PlaidIndex:
             **{k: v for k, v in asdict(self.search_params).items() if v is not None},
         }
 
-    def __len__(self) -> int:
-        return len(self._position)
-
-    def __contains__(self, doc_id: str) -> bool:
-        return doc_id in self._position
-
     @property
     def num_tokens(self) -> int:
         return int(sum(len(c) for c in self._codes))
@@ -201,22 +194,19 @@ class PlaidIndex:
         return code_bytes + self.dimension * self.nbits / 8
 
     # -- building ------------------------------------------------------------------------------------
-    def train(self, sample: torch.Tensor) -> None:
-        """Fit centroids and residual buckets on a sample of token vectors."""
-        k = self.num_centroids or default_num_centroids(len(sample))
+    def train(self, sample: torch.Tensor, num_tokens: int | None = None) -> None:
+        """Fit centroids and residual buckets on a sample of token vectors from a corpus of `num_tokens`."""
+        k = self.num_centroids or default_num_centroids(num_tokens or len(sample))
+        self.num_centroids = k
         self.codec = ResidualCodec.train(sample, self.nbits, k, seed=self.seed, niter=self.kmeans_niter)
 
     def add(self, doc_ids: Sequence[str], embeddings: Sequence[torch.Tensor]) -> None:
         """Compress and append documents (training first if the index is new); ids must be new."""
         if len(doc_ids) != len(embeddings):
             raise MbretError(f"{len(doc_ids)} doc ids for {len(embeddings)} embeddings")
-        seen: set[str] = set()
-        for doc_id in doc_ids:
-            if doc_id in self._position or doc_id in seen:
-                raise MbretError(f"doc id {doc_id!r} is already in the index (delete it first to replace it)")
-            seen.add(doc_id)
         if not doc_ids:
             return
+        self._check_new_ids(doc_ids)
         vectors = torch.cat([torch.as_tensor(e).float() for e in embeddings])
         if vectors.shape[1] != self.dimension:
             raise MbretError(f"expected token vectors of dimension {self.dimension}, got {vectors.shape[1]}")
@@ -232,19 +222,13 @@ class PlaidIndex:
         self._codes.append(codes.numpy().astype(code_dtype))
         self._residuals.append(packed.numpy())
         self._doclens.append(np.array([len(e) for e in embeddings], dtype=np.int32))
-        for doc_id in doc_ids:
-            self._position[doc_id] = len(self.doc_ids)
-            self.doc_ids.append(doc_id)
+        self._append_ids(doc_ids)
         self._state = None
 
     def delete(self, doc_ids: Sequence[str]) -> int:
-        missing = [d for d in doc_ids if d not in self._position]
-        if missing:
-            raise MbretError(f"doc id {missing[0]!r} is not in the index")
-        for doc_id in set(doc_ids):
-            self.doc_ids[self._position.pop(doc_id)] = None
+        removed = self._remove_ids(doc_ids)
         self._state = None
-        return len(set(doc_ids))
+        return len(removed)
 
     # -- search --------------------------------------------------------------------------------------
     def _search_state(self) -> dict[str, torch.Tensor]:
@@ -418,7 +402,7 @@ class PlaidIndex:
         self.drift = float(p.get("drift", 0.0))
         try:
             meta = json.loads(files["doc_ids"].read_text(encoding="utf-8"))
-            self.doc_ids, avg_residual = meta["doc_ids"], float(meta["avg_residual"])
+            doc_ids, avg_residual = meta["doc_ids"], float(meta["avg_residual"])
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError):
             raise IndexFormatError(f"{files['doc_ids']}: truncated or corrupt doc id file") from None
         mode = "r" if mmap else None
@@ -449,9 +433,9 @@ class PlaidIndex:
             self._doclens.append(doclens)
         self._saved_chunks = n_chunks
         total = sum(len(d) for d in self._doclens)
-        if total != len(self.doc_ids):
-            raise IndexFormatError(f"{path}: {len(self.doc_ids)} doc ids but {total} documents in the chunks")
-        self._position = {d: i for i, d in enumerate(self.doc_ids) if d is not None}
+        if total != len(doc_ids):
+            raise IndexFormatError(f"{path}: {len(doc_ids)} doc ids but {total} documents in the chunks")
+        self._init_ids(doc_ids)
         if len(self) != manifest.num_docs:
             raise IndexFormatError(f"{path}: manifest says {manifest.num_docs} docs, id file has {len(self)}")
         return self, manifest

@@ -167,6 +167,14 @@ class ColBERTEncoder:
         )
         return [t.float().cpu() for t in out]
 
+    def count_tokens(self, documents: Sequence[str]) -> int:
+        """Tokens the documents will have (before the skiplist), for sizing a PLAID index up front."""
+        prefix = self.prompts.get("document") or ""
+        ids = self.model.tokenizer([prefix + d for d in documents], truncation=True, max_length=self.document_length)[
+            "input_ids"
+        ]
+        return sum(len(i) for i in ids)
+
     def save(self, path: str | Path) -> None:
         """Save in the sentence-transformers MultiVectorEncoder format."""
         self.model.save(str(path))

@@ -7,11 +7,16 @@ an exact MaxSim index. Both sides share one protocol (`encode_corpus`, `encode_q
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
 
 from mbret.errors import MbretError
 from mbret.eval.data import Corpus, doc_text
@@ -26,11 +31,13 @@ from mbret.indexes import (
     load_index,
     read_manifest,
 )
+from mbret.indexes.plaid import default_num_centroids
 from mbret.retrieval.backbone import model_identity
 from mbret.retrieval.colbert import ColBERTEncoder
 from mbret.retrieval.dense import DenseEncoder
 
 MODES = ("dense", "colbert")
+CHUNK_DOCS = 2048  # ColBERT documents encoded and indexed at a time: bounds peak memory
 DEFAULT_INDEX_TYPE = {"dense": "flat", "colbert": "plaid"}
 
 
@@ -134,19 +141,69 @@ class Retriever:
         retriever.add(corpus, show_progress=show_progress)
         return retriever
 
-    def add(self, corpus: Corpus, show_progress: bool = True) -> None:
-        """Encode and add documents whose ids are not yet in the index."""
+    def add(self, corpus: Corpus, show_progress: bool = True, chunk_docs: int = CHUNK_DOCS) -> None:
+        """Encode and add documents whose ids are not yet in the index.
+
+        ColBERT indexes are fed `chunk_docs` documents at a time, and a new PLAID index is trained on a
+        seeded sample first, so peak memory follows the chunk and the sample, not the corpus.
+        """
         clash = next((doc_id for doc_id in corpus if doc_id in self.index), None)
         if clash is not None:
             raise MbretError(f"doc id {clash!r} is already in the index (delete it first to replace it)")
-        start = time.perf_counter()
-        embeddings = self.encoder.encode_corpus(
-            [doc_text(d) for d in corpus.values()], batch_size=self.batch_size, show_progress=show_progress
-        )
-        encoded = time.perf_counter()
-        self.index.add(list(corpus), embeddings)
-        self.timings["encode_corpus_s"] = self.timings.get("encode_corpus_s", 0.0) + encoded - start
-        self.timings["index_build_s"] = self.timings.get("index_build_s", 0.0) + time.perf_counter() - encoded
+        ids, texts = list(corpus), [doc_text(d) for d in corpus.values()]
+        if self.mode == "dense":
+            start = time.perf_counter()
+            embeddings = self.encoder.encode_corpus(texts, batch_size=self.batch_size, show_progress=show_progress)
+            self._time("encode_corpus_s", start)
+            start = time.perf_counter()
+            self.index.add(ids, embeddings)
+            self._time("index_build_s", start)
+            return
+        reuse: dict[int, Any] = {}
+        if isinstance(self.index, PlaidIndex) and self.index.codec is None:
+            sample = self._plaid_training_sample(texts)
+            start = time.perf_counter()
+            encoded = self.encoder.encode_corpus(
+                [texts[i] for i in sample], batch_size=self.batch_size, show_progress=False
+            )
+            self._time("encode_corpus_s", start)
+            reuse = dict(zip(sample.tolist(), encoded))
+            start = time.perf_counter()
+            total_tokens = sum(len(e) for e in encoded) * len(texts) / max(len(sample), 1)
+            self.index.train(torch.cat(encoded), num_tokens=int(total_tokens))
+            self._time("index_build_s", start)
+        with tqdm(total=len(texts), desc="Indexing", unit="doc", disable=not show_progress, dynamic_ncols=True) as bar:
+            for begin in range(0, len(texts), chunk_docs):
+                rows = range(begin, min(begin + chunk_docs, len(texts)))
+                start = time.perf_counter()
+                todo = [i for i in rows if i not in reuse]
+                fresh = (
+                    self.encoder.encode_corpus(
+                        [texts[i] for i in todo], batch_size=self.batch_size, show_progress=False
+                    )
+                    if todo
+                    else []
+                )
+                embeddings = dict(zip(todo, fresh))
+                self._time("encode_corpus_s", start)
+                start = time.perf_counter()
+                self.index.add(
+                    [ids[i] for i in rows], [embeddings[i] if i in embeddings else reuse.pop(i) for i in rows]
+                )
+                self._time("index_build_s", start)
+                bar.update(len(rows))
+
+    def _plaid_training_sample(self, texts: list[str]) -> np.ndarray:
+        """Indices of a seeded sample of documents holding ~40 token vectors per centroid to be trained."""
+        rng = np.random.default_rng(self.index.seed)
+        probe = rng.choice(len(texts), size=min(len(texts), 256), replace=False)
+        tokens_per_doc = self.encoder.count_tokens([texts[i] for i in probe]) / max(len(probe), 1)
+        centroids = self.index.num_centroids or default_num_centroids(int(tokens_per_doc * len(texts)))
+        wanted = int(math.ceil(40 * centroids / max(tokens_per_doc, 1.0)))
+        return np.sort(rng.choice(len(texts), size=min(len(texts), max(wanted, 1)), replace=False))
+
+    def _time(self, name: str, start: float) -> None:
+        self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
 
     def delete(self, doc_ids: Sequence[str]) -> int:
         return self.index.delete(doc_ids)

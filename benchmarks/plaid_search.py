@@ -1,0 +1,156 @@
+"""PLAID against exact MaxSim on SciFact (ColBERT head over all-MiniLM-L6-v2), in one run.
+
+Prints, for exact MaxSim and PLAID at each nbits: search queries/s (index search only, queries encoded
+once beforehand), NDCG@10, and the ratio of PLAID's queries/s to exact's; then PLAID build time and peak
+RSS at three corpus sizes (each build in its own process, streaming chunks from a memory-mapped file),
+and bytes per token at each nbits.
+
+The corpus is encoded once into an exact index directory (reused when present):
+    python benchmarks/plaid_search.py --data ../shared/data/beir/scifact --work runs/plaid-bench
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def build_plaid_from_npy(embeddings_dir: str, fraction: float, nbits: int, out: str, chunk_docs: int = 2048) -> None:
+    """Stream a fraction of an exact index's token vectors into a PLAID index; print time and peak RSS."""
+    from mbret.indexes import Manifest, PlaidIndex, read_manifest
+
+    manifest = read_manifest(embeddings_dir)
+    tokens = np.load(Path(embeddings_dir) / manifest.files["embeddings"], mmap_mode="r")
+    doclens = np.load(Path(embeddings_dir) / manifest.files["doclens"])
+    n_docs = max(1, int(len(doclens) * fraction))
+    offsets = np.concatenate([[0], np.cumsum(doclens)])
+    start = time.perf_counter()
+    index = PlaidIndex(manifest.dimension, nbits=nbits)
+    rng = np.random.default_rng(0)
+    from mbret.indexes.plaid import default_num_centroids
+
+    num_tokens = int(offsets[n_docs])
+    k = default_num_centroids(num_tokens)
+    sample_rows = np.sort(rng.choice(num_tokens, size=min(num_tokens, 40 * k), replace=False))
+    index.train(torch.from_numpy(np.asarray(tokens[sample_rows], dtype=np.float32)), num_tokens=num_tokens)
+    for begin in range(0, n_docs, chunk_docs):
+        end = min(begin + chunk_docs, n_docs)
+        block = torch.from_numpy(np.asarray(tokens[offsets[begin] : offsets[end]], dtype=np.float32))
+        docs = list(torch.split(block, doclens[begin:end].tolist()))
+        index.add([str(i) for i in range(begin, end)], docs)
+    index.save(
+        out,
+        Manifest(
+            kind="plaid",
+            mode="colbert",
+            model=manifest.model,
+            dimension=manifest.dimension,
+            normalized=True,
+            max_length=manifest.max_length,
+            num_docs=0,
+            index_type="plaid",
+        ),
+        replace=True,
+    )
+    seconds = time.perf_counter() - start
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"docs": n_docs, "tokens": num_tokens, "build_s": seconds, "peak_rss_mb": peak_mb}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default="../shared/data/beir/scifact")
+    parser.add_argument("--model", default="minilm")
+    parser.add_argument("--work", default="runs/plaid-bench", help="where the encoded corpus and indexes go")
+    parser.add_argument("--nbits", type=int, nargs="+", default=[2, 4])
+    parser.add_argument("--sizes", type=float, nargs="+", default=[0.25, 0.5, 1.0])
+    parser.add_argument("--_build", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args._build:
+        build_plaid_from_npy(args._build[0], float(args._build[1]), int(args._build[2]), args._build[3])
+        return
+
+    from mbret.eval.data import load_dataset
+    from mbret.eval.metrics import evaluate_run
+    from mbret.indexes import ExactMaxSimIndex, load_index
+    from mbret.retrieval import Retriever
+    from mbret.retrieval.colbert import ColBERTEncoder
+
+    work = Path(args.work)
+    dataset = load_dataset(args.data)
+    exact_dir = work / "exact"
+    encoder = ColBERTEncoder.load(args.model, device="cpu")
+    if not (exact_dir / "manifest.json").is_file():
+        retriever = Retriever(encoder=encoder, index=ExactMaxSimIndex(encoder.dimension))
+        retriever.add(dataset.corpus)
+        retriever.save(exact_dir, replace=True)
+        print(f"encoded {len(dataset.corpus)} documents in {retriever.timings['encode_corpus_s']:.0f}s")
+    exact, _ = load_index(exact_dir)
+    qids = list(dataset.queries)
+    queries = encoder.encode_queries([dataset.queries[q] for q in qids])
+    print(
+        f"{len(exact)} documents, {exact.num_tokens} token vectors, {len(qids)} queries; "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
+
+    def measure(index: object, name: str) -> tuple[float, float]:
+        index.search(queries[:2], k=100)  # warm-up: builds derived state
+        start = time.perf_counter()
+        hits = index.search(queries, k=100)
+        seconds = time.perf_counter() - start
+        run = {q: {d: s for d, s in row if d != q} for q, row in zip(qids, hits)}
+        ndcg = evaluate_run(dataset.qrels, run, ["ndcg@10"])[0]["ndcg@10"]
+        print(f"{name:<16} {len(qids) / seconds:8.2f} queries/s   NDCG@10 {ndcg:.4f}")
+        return len(qids) / seconds, ndcg
+
+    exact_qps, exact_ndcg = measure(exact, "exact MaxSim")
+    for nbits in args.nbits:
+        out = work / f"plaid-nbits{nbits}"
+        done = subprocess.run(
+            [sys.executable, __file__, "--_build", str(exact_dir), "1.0", str(nbits), str(out)],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        build = json.loads(done.stdout.strip().splitlines()[-1])
+        plaid, _ = load_index(out)
+        qps, ndcg = measure(plaid, f"PLAID nbits={nbits}")
+        stored = sum(f.stat().st_size for f in out.glob("*.npy") if f.name.startswith(("codes", "residuals")))
+        print(
+            f"  ratio {qps / exact_qps:.1f}x exact's queries/s, NDCG@10 {ndcg - exact_ndcg:+.4f} vs exact; "
+            f"{stored / plaid.num_tokens:.1f} bytes/token on disk; build {build['build_s']:.1f}s, "
+            f"peak RSS {build['peak_rss_mb']:.0f} MB"
+        )
+    print("build at three corpus sizes (nbits=2, streaming 2048-document chunks):")
+    for fraction in args.sizes:
+        done = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--_build",
+                str(exact_dir),
+                str(fraction),
+                "2",
+                str(work / f"plaid-size{fraction}"),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        build = json.loads(done.stdout.strip().splitlines()[-1])
+        print(
+            f"  {build['docs']:>6} docs {build['tokens']:>9} tokens: build {build['build_s']:6.1f}s, "
+            f"peak RSS {build['peak_rss_mb']:6.0f} MB"
+        )
+
+
+if __name__ == "__main__":
+    main()
