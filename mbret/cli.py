@@ -138,6 +138,14 @@ def index(
     query_prompt: Annotated[str | None, typer.Option(help="Text put before every query.")] = None,
     document_prompt: Annotated[str | None, typer.Option(help="Text put before every document.")] = None,
     add: Annotated[bool, typer.Option("--add", help="Add the corpus to the existing index at --out.")] = False,
+    recluster: Annotated[
+        bool,
+        typer.Option(
+            "--recluster",
+            help="plaid, with --add: retrain centroids on the whole index afterwards "
+            "(when the manifest's drift grows).",
+        ),
+    ] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing index at --out.")] = False,
 ) -> None:
     """Encode a corpus and write a searchable index directory.
@@ -155,9 +163,18 @@ def index(
     if add:
         retriever = Retriever.load(out, model=model, device=device, dtype=dtype, batch_size=batch_size)
         retriever.add(docs)
+        if recluster:
+            retriever.recluster()
         retriever.save(out)
-        typer.echo(f"added {len(docs)} documents to {out} ({len(retriever.index)} in all)")
+        drift = getattr(retriever.index, "drift", None)
+        typer.echo(
+            f"added {len(docs)} documents to {out} ({len(retriever.index)} in all)"
+            + (f"; drift {drift:+.3f}" if drift is not None else "")
+            + ("; reclustered" if recluster else "")
+        )
         return
+    if recluster:
+        raise MbretError("--recluster goes with --add (a new index is clustered on its own corpus)")
     if model is None:
         raise MbretError("--model is required to build a new index (e.g. --model minilm)")
     if out.exists() and any(out.iterdir()):
@@ -251,6 +268,19 @@ def delete(
     removed = index.delete(doc_ids)
     index.save(index_dir, manifest)
     typer.echo(f"deleted {removed} documents from {index_dir} ({len(index)} left)")
+
+
+@app.command()
+def compact(index_dir: Annotated[Path, typer.Argument(metavar="DIR", help="Index directory.")]) -> None:
+    """Free the space of deleted documents (plaid, exact); doc ids keep their meaning."""
+    from mbret.indexes import load_index
+
+    index, manifest = load_index(index_dir)
+    if not hasattr(index, "compact"):
+        raise MbretError(f"{index_dir}: FAISS indexes drop vectors on delete; there is nothing to compact")
+    freed = index.compact()
+    index.save(index_dir, manifest, replace=True)
+    typer.echo(f"compacted {index_dir}: {freed} token vectors freed, {len(index)} documents")
 
 
 @app.command(name="eval")

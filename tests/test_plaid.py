@@ -208,3 +208,40 @@ def test_duplicate_add_leaves_the_index_untouched(kind: str) -> None:
     with pytest.raises(MbretError, match="'d1' is already in the index"):
         index.add(["fresh", "d1"], extra)
     assert len(index) == 300 and "fresh" not in index and len(index.doc_ids) == 300
+
+
+def test_compact_and_recluster(tmp_path: Path) -> None:
+    docs, queries = _corpus(600)
+    other, _ = _corpus(200, seed=9)
+    index = PlaidIndex(128, nbits=2)
+    index.add([f"d{i}" for i in range(600)], docs)
+    index.add([f"o{i}" for i in range(200)], other)
+    drift = index.drift
+    index.delete([f"d{i}" for i in range(0, 600, 2)])
+    before = index.search(queries[1:4], k=3)
+    freed = index.compact()
+    assert freed == sum(len(docs[i]) for i in range(0, 600, 2))
+    assert len(index) == 500 and None not in index.doc_ids and len(index._codes) == 1
+    assert index.search(queries[1:4], k=3) == before  # same documents, same scores
+    index.save(tmp_path / "idx", _manifest())
+    index.recluster()
+    assert index.drift == 0.0 and drift > 0.5
+    found = index.search([other[5], docs[31]], k=1)
+    assert found[0][0][0] == "o5" and found[1][0][0] == "d31"
+    index.save(tmp_path / "idx", _manifest())
+    reloaded, manifest = load_index(tmp_path / "idx")
+    assert manifest.num_docs == 500 and reloaded.search([other[5]], k=1)[0][0][0] == "o5"
+
+
+def test_cli_compact_and_recluster(tmp_path: Path, cli, tiny_model: str, small_beir: Path) -> None:
+    out = tmp_path / "idx"
+    assert cli("index", small_beir, "--model", tiny_model, "--mode", "colbert", "--out", out).code == 0
+    extra = tmp_path / "extra.jsonl"
+    extra.write_text(json.dumps({"_id": "x1", "text": "an added document about liver tumors"}) + "\n")
+    result = cli("index", extra, "--out", out, "--add", "--recluster")
+    assert result.code == 0 and "drift" in result.out and "reclustered" in result.out, result.err
+    assert cli("delete", out, "d1", "d2").code == 0
+    result = cli("compact", out)
+    assert result.code == 0 and "5 documents" in result.out, result.err
+    payload = json.loads(cli("search", out, "an added document about liver tumors", "--json").out)
+    assert payload[0]["hits"][0]["doc_id"] == "x1"

@@ -77,6 +77,17 @@ class ExactMaxSimIndex(StableDocIds):
         self._cache = None
         return len(removed)
 
+    def compact(self) -> int:
+        """Drop deleted documents' vectors; returns how many token vectors were freed."""
+        tokens, lengths = self._flat()
+        live = np.array([d is not None for d in self.doc_ids], dtype=bool)
+        before = len(tokens)
+        self._chunks = [tokens.numpy()[np.repeat(live, lengths.numpy())]]
+        self._lengths = [lengths.numpy()[live]]
+        self._init_ids([d for d in self.doc_ids if d is not None])
+        self._cache = None
+        return before - len(self._chunks[0])
+
     def _flat(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self._cache is None:
             tokens = np.concatenate(self._chunks) if self._chunks else np.zeros((0, self.dimension), np.float16)

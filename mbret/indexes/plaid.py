@@ -171,6 +171,7 @@ class PlaidIndex(StableDocIds):
         self._residuals: list[np.ndarray] = []  # per chunk: packed residuals per token
         self._doclens: list[np.ndarray] = []  # per chunk: tokens per document
         self._saved_chunks = 0  # chunks already on disk (their files are never rewritten)
+        self._rewrite_all = False  # set by compact/recluster: the next save replaces the directory
         self.drift = 0.0
         self._state: dict[str, torch.Tensor] | None = None
 
@@ -229,6 +230,42 @@ class PlaidIndex(StableDocIds):
         removed = self._remove_ids(doc_ids)
         self._state = None
         return len(removed)
+
+    # -- maintenance ---------------------------------------------------------------------------------
+    def compact(self) -> int:
+        """Drop deleted documents' vectors into one new chunk; doc ids keep their meaning. Returns the
+        number of token vectors freed. The next save rewrites the whole directory (atomically)."""
+        live_docs = np.array([d is not None for d in self.doc_ids], dtype=bool)
+        doclens = np.concatenate(self._doclens) if self._doclens else np.zeros(0, np.int32)
+        token_live = np.repeat(live_docs, doclens)
+        before = self.num_tokens
+        self._codes = [np.concatenate(self._codes)[token_live]] if self._codes else []
+        self._residuals = [np.concatenate(self._residuals)[token_live]] if self._residuals else []
+        self._doclens = [doclens[live_docs]] if self._doclens else []
+        self._init_ids([d for d in self.doc_ids if d is not None])
+        self._saved_chunks, self._rewrite_all, self._state = 0, True, None
+        return before - self.num_tokens
+
+    def recluster(self, block: int = 65536) -> None:
+        """Retrain centroids and buckets on the index's own (decompressed) vectors, then recompress: for
+        when `drift` says added documents sit far from the old centroids. Compacts as it goes."""
+        if self.codec is None:
+            raise MbretError("cannot recluster an empty index")
+        self.compact()
+        codes, residuals = torch.from_numpy(self._codes[0].astype(np.int64)), torch.from_numpy(self._residuals[0])
+        k = default_num_centroids(len(codes))
+        rows = torch.randperm(len(codes), generator=torch.Generator().manual_seed(self.seed))[: 40 * k]
+        old = self.codec
+        self.num_centroids = k
+        self.train(old.decompress(codes[rows], residuals[rows]), num_tokens=len(codes))
+        new_codes, new_residuals = [], []
+        for start in range(0, len(codes), block):
+            vectors = old.decompress(codes[start : start + block], residuals[start : start + block])
+            c, r, _ = self.codec.compress(vectors)
+            new_codes.append(c.numpy().astype(self._codes[0].dtype if k <= 65535 else np.int32))
+            new_residuals.append(r.numpy())
+        self._codes, self._residuals = [np.concatenate(new_codes)], [np.concatenate(new_residuals)]
+        self.drift, self._state = 0.0, None
 
     # -- search --------------------------------------------------------------------------------------
     def _search_state(self) -> dict[str, torch.Tensor]:
@@ -351,6 +388,7 @@ class PlaidIndex(StableDocIds):
         manifest.kind, manifest.index_type = "plaid", "plaid"
         manifest.dimension, manifest.num_docs, manifest.index_params = self.dimension, len(self), self.params
         codec = self.codec
+        replace = replace or self._rewrite_all
         fresh = replace or not (Path(path) / "manifest.json").is_file()
         first_new = 0 if fresh else self._saved_chunks
 
@@ -380,7 +418,7 @@ class PlaidIndex(StableDocIds):
             return names
 
         save_generation(path, manifest, write_files, replace=replace)
-        self._saved_chunks = len(self._codes)
+        self._saved_chunks, self._rewrite_all = len(self._codes), False
 
     @classmethod
     def load(cls, path: str | Path, mmap: bool = True) -> tuple[PlaidIndex, Manifest]:

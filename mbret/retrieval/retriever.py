@@ -208,6 +208,12 @@ class Retriever:
     def delete(self, doc_ids: Sequence[str]) -> int:
         return self.index.delete(doc_ids)
 
+    def recluster(self) -> None:
+        """Retrain a PLAID index's centroids on its own vectors (see `PlaidIndex.recluster`)."""
+        if not isinstance(self.index, PlaidIndex):
+            raise MbretError("--recluster applies to --index-type plaid indexes only")
+        self.index.recluster()
+
     def configure_search(self, params: PlaidSearchParams) -> None:
         """Override PLAID's search knobs (those left None keep their saved or k-dependent defaults)."""
         if not isinstance(self.index, PlaidIndex):
