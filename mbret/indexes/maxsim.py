@@ -29,15 +29,23 @@ def pad_queries(queries: Sequence[torch.Tensor], dim: int) -> torch.Tensor:
     return out
 
 
-def maxsim_scores(queries: torch.Tensor, docs: torch.Tensor, doc_mask: torch.Tensor) -> torch.Tensor:
-    """MaxSim of each padded query (nq, lq, d) against each padded doc (nd, ld, d) -> (nq, nd)."""
+def padded_rows(starts: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """(n, longest) row indices of n documents' tokens. Positions past a document's end repeat its first
+    token: a repeated token cannot change a max, so MaxSim needs no mask (and no pass to apply one)."""
+    longest = max(int(lengths.max()), 1) if len(lengths) else 1
+    positions = torch.arange(longest)[None, :]
+    return starts[:, None] + torch.where(positions < lengths[:, None], positions, 0)
+
+
+def maxsim_scores(queries: torch.Tensor, docs: torch.Tensor, doc_lengths: torch.Tensor) -> torch.Tensor:
+    """MaxSim of padded queries (nq, lq, d) against docs padded by `padded_rows` (nd, ld, d) -> (nq, nd).
+    Zero query rows add exactly 0; a document with no tokens scores 0."""
     nq, lq, d = queries.shape
     nd, ld, _ = docs.shape
-    sims = (queries.reshape(nq * lq, d) @ docs.reshape(nd * ld, d).T).view(nq * lq, nd, ld)
-    sims.masked_fill_(~doc_mask.view(1, nd, ld), float("-inf"))
-    best = sims.amax(dim=2)
-    best = torch.where(torch.isfinite(best), best, torch.zeros_like(best))  # a doc with no tokens scores 0
-    return best.view(nq, lq, nd).sum(dim=1)
+    best = (queries.reshape(nq * lq, d) @ docs.reshape(nd * ld, d).T).view(nq * lq, nd, ld).amax(dim=2)
+    scores = best.view(nq, lq, nd).sum(dim=1)
+    scores[:, doc_lengths == 0] = 0.0
+    return scores
 
 
 class ExactMaxSimIndex(StableDocIds):
@@ -119,9 +127,13 @@ class ExactMaxSimIndex(StableDocIds):
             ):
                 longest = max(longest, int(lengths[end]))
                 end += 1
-            docs, mask = self._pad_docs(tokens, lengths, offsets, start, end, max(longest, 1))
+            rows = padded_rows(offsets[start:end], lengths[start:end]).clamp_max(max(len(tokens) - 1, 0))
+            docs = tokens[rows].float()
             scores = torch.cat(
-                [maxsim_scores(padded_queries[b : b + query_block], docs, mask) for b in range(0, nq, query_block)]
+                [
+                    maxsim_scores(padded_queries[b : b + query_block], docs, lengths[start:end])
+                    for b in range(0, nq, query_block)
+                ]
             )
             scores[:, ~live[start:end]] = float("-inf")
             merged = torch.cat([best_scores, scores], dim=1)
@@ -139,16 +151,6 @@ class ExactMaxSimIndex(StableDocIds):
                 ]
             )
         return results
-
-    def _pad_docs(
-        self, tokens: torch.Tensor, lengths: torch.Tensor, offsets: torch.Tensor, start: int, end: int, longest: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        n = end - start
-        positions = torch.arange(longest).expand(n, longest)
-        mask = positions < lengths[start:end, None]
-        rows = (offsets[start:end, None] + positions).clamp_max(max(len(tokens) - 1, 0))
-        docs = tokens[rows.reshape(-1)].view(n, longest, self.dimension).float()
-        return docs, mask
 
     # -- persistence ---------------------------------------------------------------------------------
     def save(self, path: str | Path, manifest: Manifest, replace: bool = False) -> None:

@@ -25,7 +25,7 @@ import torch
 
 from mbret.errors import IndexFormatError, MbretError
 from mbret.indexes.base import Manifest, StableDocIds, read_manifest, save_generation
-from mbret.indexes.maxsim import maxsim_scores
+from mbret.indexes.maxsim import maxsim_scores, padded_rows
 from mbret.io import atomic_file
 
 NBITS = (1, 2, 4, 8)
@@ -372,13 +372,12 @@ class PlaidIndex(StableDocIds):
         state = self._search_state()
         lengths = state["doclens"][docs]
         longest = max(int(lengths.max()), 1)
-        positions = torch.arange(longest)
-        mask = positions[None, :] < lengths[:, None]
-        rows = (state["offsets"][docs][:, None] + positions[None, :])[mask]
+        real = torch.arange(longest)[None, :] < lengths[:, None]
+        rows = (state["offsets"][docs][:, None] + torch.arange(longest)[None, :])[real]
         vectors = self.codec.decompress(state["codes"][rows], self._residual_rows(rows))
-        padded = torch.zeros(len(docs), longest, self.dimension)
-        padded[mask] = vectors
-        return maxsim_scores(query[None], padded, mask)[0]
+        starts = torch.cumsum(lengths, 0) - lengths
+        padded = vectors[padded_rows(starts, lengths).clamp_max(max(len(vectors) - 1, 0))]
+        return maxsim_scores(query[None], padded, lengths)[0]
 
     # -- persistence ---------------------------------------------------------------------------------
     def save(self, path: str | Path, manifest: Manifest, replace: bool = False) -> None:
