@@ -25,7 +25,7 @@ import torch
 
 from mbret.errors import IndexFormatError, MbretError
 from mbret.indexes.base import Manifest, StableDocIds, read_manifest, save_generation
-from mbret.indexes.maxsim import maxsim_scores, padded_rows
+from mbret.indexes.maxsim import padded_rows
 from mbret.io import atomic_file
 
 NBITS = (1, 2, 4, 8)
@@ -90,6 +90,9 @@ class ResidualCodec:
     ) -> None:
         self.centroids, self.cutoffs, self.weights = centroids.float(), cutoffs.float(), weights.float()
         self.nbits, self.avg_residual = nbits, avg_residual
+        # byte -> the residual values of the dimensions it packs: one gather per byte, no bit twiddling
+        every_byte = torch.arange(256, dtype=torch.uint8)[:, None]
+        self._byte_table = self.weights[unpack_bits(every_byte, nbits).long()]  # (256, 8 // nbits)
 
     @classmethod
     def train(
@@ -124,7 +127,7 @@ class ResidualCodec:
         return cls(centroids, cutoffs, weights, nbits, float(residuals.abs().mean()))
 
     @staticmethod
-    def assign(centroids: torch.Tensor, vectors: torch.Tensor, block: int = 32768) -> torch.Tensor:
+    def assign(centroids: torch.Tensor, vectors: torch.Tensor, block: int = 4096) -> torch.Tensor:
         """Nearest centroid (max inner product) per vector, in blocks to bound memory."""
         out = torch.empty(len(vectors), dtype=torch.int64)
         for start in range(0, len(vectors), block):
@@ -140,8 +143,8 @@ class ResidualCodec:
         return codes, pack_bits(buckets, self.nbits), float(residuals.abs().mean()) if len(vectors) else 0.0
 
     def decompress(self, codes: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
-        buckets = unpack_bits(packed, self.nbits)
-        vectors = self.centroids[codes.long()] + self.weights[buckets]
+        residuals = torch.nn.functional.embedding(packed.long(), self._byte_table).view(len(packed), -1)
+        vectors = torch.nn.functional.embedding(codes.long(), self.centroids).add_(residuals)
         return torch.nn.functional.normalize(vectors, dim=-1)
 
 
@@ -280,12 +283,9 @@ class PlaidIndex(StableDocIds):
         doclens = torch.from_numpy(np.concatenate(self._doclens).astype(np.int64))
         offsets = torch.zeros(len(doclens) + 1, dtype=torch.int64)
         offsets[1:] = torch.cumsum(doclens, 0)
-        longest = max(int(doclens.max()), 1) if len(doclens) else 1
         num_centroids = len(self.codec.centroids)
-        positions = torch.arange(longest)
-        mask = positions[None, :] < doclens[:, None]
-        rows = (offsets[:-1, None] + positions[None, :]).clamp_max(max(len(codes) - 1, 0))
-        padded = torch.where(mask, codes[rows] if len(codes) else torch.zeros_like(rows), num_centroids)
+        rows = padded_rows(offsets[:-1], doclens).clamp_max(max(len(codes) - 1, 0))
+        padded = codes[rows] if len(codes) else torch.zeros_like(rows)  # a doc's first code repeats past its end
         live = torch.tensor([d is not None for d in self.doc_ids], dtype=torch.bool)
         doc_of_token = torch.repeat_interleave(torch.arange(len(doclens)), doclens)
         pairs = torch.unique(codes * len(doclens) + doc_of_token) if len(codes) else codes
@@ -309,22 +309,22 @@ class PlaidIndex(StableDocIds):
 
     def _residual_rows(self, rows: torch.Tensor) -> torch.Tensor:
         state = self._search_state()
+        if len(state["residuals"]) == 1:
+            return state["residuals"][0][rows]
         out = torch.empty(len(rows), self.dimension * self.nbits // 8, dtype=torch.uint8)
         chunk = torch.bucketize(rows, state["chunk_starts"][1:], right=True)
         for c in torch.unique(chunk).tolist():
             sel = chunk == c
-            out[sel] = state["residuals"][c][(rows[sel] - state["chunk_starts"][c]).numpy()]
+            out[sel] = state["residuals"][c][rows[sel] - state["chunk_starts"][c]]
         return out
 
     @staticmethod
-    def _centroid_interaction(scores_ext: torch.Tensor, padded_codes: torch.Tensor, block: int = 2048) -> torch.Tensor:
-        """Approximate MaxSim of one query over docs from centroid scores alone. scores_ext: (lq, K+1) with
-        -inf in the padding column; tokens whose centroid scores -inf (padding, pruned) do not count."""
+    def _centroid_interaction(scores_t: torch.Tensor, padded_codes: torch.Tensor, block: int = 1024) -> torch.Tensor:
+        """Approximate MaxSim of one query over docs from centroid scores alone; scores_t is (K, lq), so
+        each token's gather reads one contiguous row."""
         out = torch.empty(len(padded_codes))
         for start in range(0, len(padded_codes), block):
-            codes = padded_codes[start : start + block]
-            best = scores_ext[:, codes].amax(dim=2)  # (lq, n)
-            out[start : start + block] = torch.where(torch.isfinite(best), best, torch.zeros_like(best)).sum(0)
+            out[start : start + block] = scores_t[padded_codes[start : start + block]].amax(dim=1).sum(dim=1)
         return out
 
     @torch.inference_mode()
@@ -338,46 +338,57 @@ class PlaidIndex(StableDocIds):
             return [[] for _ in queries]
         p = (params or self.search_params).resolved(k)
         state = self._search_state()
-        centroids = self.codec.centroids
-        pad_column = torch.full((1,), float("-inf"))
+        centroids, ivf_docs, ivf_offsets = self.codec.centroids, state["ivf_docs"], state["ivf_offsets"]
+        num_docs = len(state["doclens"])
         results = []
         for query in queries:
             q = query.float()
             scores = q @ centroids.T  # (lq, K)
+            # 1. candidates: documents in the top n_ivf_probe centroids of any query token
             probe = torch.unique(scores.topk(min(p.n_ivf_probe, scores.shape[1]), dim=1).indices)
-            starts, ends = state["ivf_offsets"][probe], state["ivf_offsets"][probe + 1]
-            lengths = ends - starts
-            flat = torch.repeat_interleave(starts - torch.cumsum(lengths, 0) + lengths, lengths) + torch.arange(
-                int(lengths.sum())
-            )
-            candidates = torch.unique(state["ivf_docs"][flat])
-            if len(candidates) == 0:
+            is_candidate = torch.zeros(num_docs, dtype=torch.bool)
+            is_candidate[ivf_docs[_ranges(ivf_offsets[probe], ivf_offsets[probe + 1])]] = True
+            if not bool(is_candidate.any()):
                 results.append([])
                 continue
-            pruned = scores.clone()
-            pruned[:, scores.amax(dim=0) < p.centroid_score_threshold] = float("-inf")
-            ext = torch.cat([pruned, pad_column.expand(len(q), 1)], dim=1)
-            approx = self._centroid_interaction(ext, state["padded_codes"][candidates])
-            candidates = candidates[approx.topk(min(p.n_candidates, len(candidates))).indices]
-            ext = torch.cat([scores, pad_column.expand(len(q), 1)], dim=1)
-            approx = self._centroid_interaction(ext, state["padded_codes"][candidates])
+            # 2. centroid interaction with pruning: only centroids scoring >= threshold for some query
+            #    token count, read straight from their inverted lists (a scatter-max per document)
+            kept = torch.nonzero(scores.amax(dim=0) >= p.centroid_score_threshold).flatten()
+            pair_rows = _ranges(ivf_offsets[kept], ivf_offsets[kept + 1])
+            pair_docs = ivf_docs[pair_rows]
+            pair_centroids = torch.repeat_interleave(kept, ivf_offsets[kept + 1] - ivf_offsets[kept])
+            use = is_candidate[pair_docs]
+            best = torch.zeros(num_docs, len(q))
+            with warnings.catch_warnings():  # index_reduce_ is marked beta; its behaviour here is tested
+                warnings.simplefilter("ignore", UserWarning)
+                best.index_reduce_(0, pair_docs[use], scores[:, pair_centroids[use]].T, "amax", include_self=True)
+            approx = best.sum(dim=1)
+            approx[~is_candidate] = float("-inf")
+            count = min(p.n_candidates, int(is_candidate.sum()))
+            candidates = approx.topk(count).indices
+            # 3. centroid interaction without pruning, over every token of the survivors
+            approx = self._centroid_interaction(scores.T.contiguous(), state["padded_codes"][candidates])
             candidates = candidates[approx.topk(min(p.n_full_scores, len(candidates))).indices]
+            # 4. exact MaxSim on decompressed vectors
             exact = self._exact_scores(q, candidates)
             top = exact.topk(min(k, len(candidates)))
             results.append([(self.doc_ids[int(candidates[i])], float(s)) for s, i in zip(top.values, top.indices)])
         return results
 
     def _exact_scores(self, query: torch.Tensor, docs: torch.Tensor) -> torch.Tensor:
+        """MaxSim over decompressed vectors: one matmul over all their tokens, then a per-document max read
+        through padded row indices (padding repeats a document's first token, which leaves a max alone)."""
         assert self.codec is not None
         state = self._search_state()
         lengths = state["doclens"][docs]
-        longest = max(int(lengths.max()), 1)
-        real = torch.arange(longest)[None, :] < lengths[:, None]
-        rows = (state["offsets"][docs][:, None] + torch.arange(longest)[None, :])[real]
+        rows = _ranges(state["offsets"][docs], state["offsets"][docs] + lengths)
         vectors = self.codec.decompress(state["codes"][rows], self._residual_rows(rows))
+        sims = query @ vectors.T  # (lq, tokens)
         starts = torch.cumsum(lengths, 0) - lengths
-        padded = vectors[padded_rows(starts, lengths).clamp_max(max(len(vectors) - 1, 0))]
-        return maxsim_scores(query[None], padded, lengths)[0]
+        best = sims[:, padded_rows(starts, lengths).clamp_max(max(len(vectors) - 1, 0))].amax(dim=2)
+        scores = best.sum(dim=0)
+        scores[lengths == 0] = 0.0
+        return scores
 
     # -- persistence ---------------------------------------------------------------------------------
     def save(self, path: str | Path, manifest: Manifest, replace: bool = False) -> None:
@@ -476,6 +487,13 @@ class PlaidIndex(StableDocIds):
         if len(self) != manifest.num_docs:
             raise IndexFormatError(f"{path}: manifest says {manifest.num_docs} docs, id file has {len(self)}")
         return self, manifest
+
+
+def _ranges(starts: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
+    """Concatenation of arange(start, end) for each pair, without a Python loop."""
+    lengths = ends - starts
+    total = int(lengths.sum())
+    return torch.repeat_interleave(starts - torch.cumsum(lengths, 0) + lengths, lengths) + torch.arange(total)
 
 
 def _sample(vectors: torch.Tensor, size: int, seed: int) -> torch.Tensor:
