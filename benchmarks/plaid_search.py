@@ -105,9 +105,9 @@ def main() -> None:
     def measure(index: object, k: int) -> tuple[float, float]:
         index.search(queries[:2], k=k)  # warm-up: builds derived state
         start = time.perf_counter()
-        hits = index.search(queries, k=k + 1)  # one spare hit, as BEIR's identical-id policy asks
+        hits = index.search(queries, k=k)  # SciFact has no query id equal to a doc id: nothing to drop
         seconds = time.perf_counter() - start
-        run = {q: dict([(d, s) for d, s in row if d != q][:k]) for q, row in zip(qids, hits)}
+        run = {q: dict(row) for q, row in zip(qids, hits)}
         ndcg = evaluate_run(dataset.qrels, run, ["ndcg@10"])[0]["ndcg@10"]
         return len(qids) / seconds, ndcg
 
