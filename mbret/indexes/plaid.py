@@ -134,13 +134,20 @@ class ResidualCodec:
             out[start : start + block] = (vectors[start : start + block].float() @ centroids.T).argmax(dim=1)
         return out
 
-    def compress(self, vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
-        """-> (centroid ids, packed residual buckets, mean |residual|) for (n, d) vectors."""
-        vectors = vectors.float()
-        codes = self.assign(self.centroids, vectors)
-        residuals = vectors - self.centroids[codes]
-        buckets = torch.bucketize(residuals, self.cutoffs, right=True)
-        return codes, pack_bits(buckets, self.nbits), float(residuals.abs().mean()) if len(vectors) else 0.0
+    def compress(self, vectors: torch.Tensor, block: int = 65536) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """-> (centroid ids, packed residual buckets, mean |residual|) for (n, d) vectors, in blocks so the
+        temporaries stay small whatever n is."""
+        codes = torch.empty(len(vectors), dtype=torch.int64)
+        packed = torch.empty(len(vectors), vectors.shape[1] * self.nbits // 8, dtype=torch.uint8)
+        total = 0.0
+        for start in range(0, len(vectors), block):
+            part = vectors[start : start + block].float()
+            part_codes = self.assign(self.centroids, part)
+            residuals = part - self.centroids[part_codes]
+            codes[start : start + block] = part_codes
+            packed[start : start + block] = pack_bits(torch.bucketize(residuals, self.cutoffs, right=True), self.nbits)
+            total += float(residuals.abs().sum())
+        return codes, packed, total / max(vectors.numel(), 1)
 
     def decompress(self, codes: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
         residuals = torch.nn.functional.embedding(packed.long(), self._byte_table).view(len(packed), -1)
