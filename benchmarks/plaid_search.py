@@ -29,7 +29,19 @@ def build_plaid_from_npy(embeddings_dir: str, fraction: float, nbits: int, out: 
 
     manifest = read_manifest(embeddings_dir)
     doc_ids = json.loads((Path(embeddings_dir) / manifest.files["doc_ids"]).read_text())["doc_ids"]
-    tokens = np.load(Path(embeddings_dir) / manifest.files["embeddings"], mmap_mode="r")
+    tokens_file = Path(embeddings_dir) / manifest.files["embeddings"]
+    with open(tokens_file, "rb") as fh:  # read rows with plain reads: a memory map's touched pages would
+        np.lib.format.read_magic(fh)  # count in this process's RSS and hide what the build itself holds
+        shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+        data_offset = fh.tell()
+    row_bytes = shape[1] * np.dtype(dtype).itemsize
+
+    def read_rows(first: int, last: int) -> np.ndarray:
+        rows = np.fromfile(
+            tokens_file, dtype=dtype, count=(last - first) * shape[1], offset=data_offset + first * row_bytes
+        )
+        return rows.reshape(last - first, shape[1])
+
     doclens = np.load(Path(embeddings_dir) / manifest.files["doclens"])
     n_docs = max(1, int(len(doclens) * fraction))
     offsets = np.concatenate([[0], np.cumsum(doclens)])
@@ -40,11 +52,16 @@ def build_plaid_from_npy(embeddings_dir: str, fraction: float, nbits: int, out: 
 
     num_tokens = int(offsets[n_docs])
     k = default_num_centroids(num_tokens)
-    sample_rows = np.sort(rng.choice(num_tokens, size=min(num_tokens, 40 * k), replace=False))
-    index.train(torch.from_numpy(np.asarray(tokens[sample_rows], dtype=np.float32)), num_tokens=num_tokens)
+    # train on whole documents drawn at random, as Retriever.add does, until ~40 vectors per centroid
+    order = rng.permutation(n_docs)
+    wanted = np.searchsorted(np.cumsum(doclens[order]), 40 * k) + 1
+    picked = np.sort(order[:wanted])
+    sample = np.concatenate([read_rows(int(offsets[i]), int(offsets[i + 1])) for i in picked]).astype(np.float32)
+    index.train(torch.from_numpy(sample), num_tokens=num_tokens)
+    del sample
     for begin in range(0, n_docs, chunk_docs):
         end = min(begin + chunk_docs, n_docs)
-        block = torch.from_numpy(np.asarray(tokens[offsets[begin] : offsets[end]], dtype=np.float32))
+        block = torch.from_numpy(read_rows(int(offsets[begin]), int(offsets[end])).astype(np.float32))
         docs = list(torch.split(block, doclens[begin:end].tolist()))
         index.add(doc_ids[begin:end], docs)
     index.save(
