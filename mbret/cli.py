@@ -153,12 +153,10 @@ def index(
     Example: mbret index examples/scifact-mini/corpus.jsonl --model minilm --out runs/scifact-mini
     """
     from mbret.eval.data import load_corpus
-    from mbret.retrieval import DenseEncoder, Retriever
+    from mbret.retrieval import Retriever
     from mbret.retrieval.retriever import check_mode, load_encoder
 
     index_type = check_mode(mode, index_type)
-    if mode != "dense" and (query_prompt or document_prompt):
-        raise MbretError("--query-prompt/--document-prompt apply to --mode dense; ColBERT uses its [Q]/[D] markers")
     docs = load_corpus(corpus)  # validated in full before anything is written
     if add:
         retriever = Retriever.load(out, model=model, device=device, dtype=dtype, batch_size=batch_size)
@@ -182,25 +180,17 @@ def index(
             raise MbretError(f"{out}: exists and is not an mbret index; choose another --out")
         if not overwrite:
             raise MbretError(f"{out}: already exists; pass --add to add documents or --overwrite to replace it")
-    if mode == "dense":
-        encoder = DenseEncoder.load(
-            model,
-            device=device,
-            dtype=dtype,
-            max_length=max_length,
-            query_prompt=query_prompt,
-            document_prompt=document_prompt,
-        )
-    else:
-        encoder = load_encoder(
-            model,
-            mode,
-            device=device,
-            dtype=dtype,
-            max_length=max_length,
-            query_length=query_length,
-            document_length=document_length,
-        )
+    encoder = load_encoder(
+        model,
+        mode,
+        device=device,
+        dtype=dtype,
+        max_length=max_length,
+        query_length=query_length,
+        document_length=document_length,
+        query_prompt=query_prompt,
+        document_prompt=document_prompt,
+    )
     retriever = Retriever.build(
         docs,
         encoder,

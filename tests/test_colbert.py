@@ -263,3 +263,20 @@ def test_chunked_build_equals_one_shot(tiny_model: str, small_corpus: dict) -> N
     chunked.add(small_corpus, show_progress=False, chunk_docs=4)
     assert len(chunked.index._codes) == 2 and len(chunked.index) == 6
     assert chunked.search(["immune response to virus in human cells"], k=1)[0][0].doc_id == "d6"
+
+
+def test_prompts_are_refused_for_colbert(tmp_path: Path, cli, small_beir: Path) -> None:
+    result = cli(
+        "index",
+        small_beir,
+        "--model",
+        "tiny-modernbert",
+        "--mode",
+        "colbert",
+        "--out",
+        tmp_path / "i",
+        "--query-prompt",
+        "query: ",
+    )
+    assert result.code == 2 and "apply to --mode dense" in result.err
+    assert not (tmp_path / "i").exists()

@@ -66,9 +66,14 @@ def load_encoder(
     query_length: int | None = None,
     document_length: int | None = None,
     seed: int = 0,
+    query_prompt: str | None = None,
+    document_prompt: str | None = None,
 ) -> DenseEncoder | ColBERTEncoder:
+    """The encoder of a mode: prompts are dense-only (ColBERT uses its [Q]/[D] markers)."""
     check_mode(mode)
     if mode == "colbert":
+        if query_prompt or document_prompt:
+            raise MbretError("--query-prompt/--document-prompt apply to --mode dense; ColBERT uses its [Q]/[D] markers")
         return ColBERTEncoder.load(
             model,
             device=device,
@@ -77,7 +82,14 @@ def load_encoder(
             document_length=document_length if document_length is not None else max_length,
             seed=seed,
         )
-    return DenseEncoder.load(model, device=device, dtype=dtype, max_length=max_length)
+    return DenseEncoder.load(
+        model,
+        device=device,
+        dtype=dtype,
+        max_length=max_length,
+        query_prompt=query_prompt,
+        document_prompt=document_prompt,
+    )
 
 
 @dataclass
