@@ -154,6 +154,22 @@ class ResidualCodec:
         vectors = torch.nn.functional.embedding(codes.long(), self.centroids).add_(residuals)
         return torch.nn.functional.normalize(vectors, dim=-1)
 
+    def similarities(
+        self, query: torch.Tensor, codes: torch.Tensor, packed: torch.Tensor, block: int = 4096
+    ) -> torch.Tensor:
+        """(tokens, lq) cosine of each stored token with each query token, decompressing `block` tokens at
+        a time so a block's vectors stay in cache between decompression and the matmul; dividing the
+        (block, lq) products by the norms is cheaper than normalising the (block, d) vectors."""
+        out = torch.empty(len(codes), len(query), device=query.device)
+        query_t = query.T.contiguous()
+        for start in range(0, len(codes), block):
+            part = packed[start : start + block].long()
+            vectors = self.centroids.index_select(0, codes[start : start + block])
+            vectors += torch.nn.functional.embedding(part, self._byte_table).view(len(part), -1)
+            torch.mm(vectors, query_t, out=out[start : start + block])
+            out[start : start + block] /= torch.linalg.vector_norm(vectors, dim=1, keepdim=True).clamp_min_(1e-12)
+        return out
+
 
 class PlaidIndex(StableDocIds):
     """A PLAID index: compressed token vectors, inverted lists, staged search; stable doc ids."""
@@ -278,29 +294,32 @@ class PlaidIndex(StableDocIds):
         self.drift, self._state = 0.0, None
 
     # -- search --------------------------------------------------------------------------------------
-    def _search_state(self) -> dict[str, torch.Tensor]:
-        """Derived tensors: offsets, padded codes and the inverted lists (rebuilt after add/delete)."""
+    def _search_state(self) -> dict[str, Any]:
+        """Derived tensors, rebuilt after add/delete: token offsets, and the (centroid, document) pairs
+        twice over: centroid-major (the inverted lists) and document-major (each document's distinct
+        centroids, which is all that centroid interaction needs: a max over a set ignores repeats)."""
         if self._state is not None:
             return self._state
         assert self.codec is not None
         with warnings.catch_warnings():  # read-only memory maps: torch warns, and we never write to them
             warnings.simplefilter("ignore", UserWarning)
             codes = torch.from_numpy(np.concatenate(self._codes).astype(np.int64))
-            residuals = [torch.from_numpy(r) for r in self._residuals]
+            residuals = [_as_words(torch.from_numpy(r)) for r in self._residuals]
         doclens = torch.from_numpy(np.concatenate(self._doclens).astype(np.int64))
-        offsets = torch.zeros(len(doclens) + 1, dtype=torch.int64)
+        num_docs, num_centroids = len(doclens), len(self.codec.centroids)
+        offsets = torch.zeros(num_docs + 1, dtype=torch.int64)
         offsets[1:] = torch.cumsum(doclens, 0)
-        num_centroids = len(self.codec.centroids)
-        rows = padded_rows(offsets[:-1], doclens).clamp_max(max(len(codes) - 1, 0))
-        padded = codes[rows] if len(codes) else torch.zeros_like(rows)  # a doc's first code repeats past its end
+        doc_of_token = torch.repeat_interleave(torch.arange(num_docs), doclens)
+        pairs = torch.unique(doc_of_token * num_centroids + codes)  # sorted: document-major
+        pair_docs, pair_codes = pairs // num_centroids, pairs % num_centroids
+        doc_code_offsets = torch.zeros(num_docs + 1, dtype=torch.int64)
+        doc_code_offsets[1:] = torch.cumsum(torch.bincount(pair_docs, minlength=num_docs), 0)
         live = torch.tensor([d is not None for d in self.doc_ids], dtype=torch.bool)
-        doc_of_token = torch.repeat_interleave(torch.arange(len(doclens)), doclens)
-        pairs = torch.unique(codes * len(doclens) + doc_of_token) if len(codes) else codes
-        ivf_codes, ivf_docs = pairs // max(len(doclens), 1), pairs % max(len(doclens), 1)
-        keep = live[ivf_docs]
-        ivf_codes, ivf_docs = ivf_codes[keep], ivf_docs[keep]
+        keep = live[pair_docs]
+        by_centroid = torch.argsort(pair_codes[keep], stable=True)
+        ivf_docs = pair_docs[keep][by_centroid]
         ivf_offsets = torch.zeros(num_centroids + 1, dtype=torch.int64)
-        ivf_offsets[1:] = torch.cumsum(torch.bincount(ivf_codes, minlength=num_centroids), 0)
+        ivf_offsets[1:] = torch.cumsum(torch.bincount(pair_codes[keep], minlength=num_centroids), 0)
         chunk_starts = torch.tensor([0] + list(np.cumsum([len(c) for c in self._codes])), dtype=torch.int64)
         self._state = {
             "codes": codes,
@@ -308,30 +327,41 @@ class PlaidIndex(StableDocIds):
             "chunk_starts": chunk_starts,
             "offsets": offsets,
             "doclens": doclens,
-            "padded_codes": padded,
+            "doc_codes": pair_codes,
+            "doc_code_offsets": doc_code_offsets,
             "ivf_docs": ivf_docs,
             "ivf_offsets": ivf_offsets,
         }
         return self._state
 
     def _residual_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """Packed residuals of the given token rows (ascending), read chunk by chunk from the memory maps."""
         state = self._search_state()
-        if len(state["residuals"]) == 1:
-            return state["residuals"][0][rows]
-        out = torch.empty(len(rows), self.dimension * self.nbits // 8, dtype=torch.uint8)
-        chunk = torch.bucketize(rows, state["chunk_starts"][1:], right=True)
-        for c in torch.unique(chunk).tolist():
-            sel = chunk == c
-            out[sel] = state["residuals"][c][rows[sel] - state["chunk_starts"][c]]
-        return out
+        chunks, starts = state["residuals"], state["chunk_starts"]
+        if len(chunks) == 1:
+            parts = [chunks[0].index_select(0, rows)]
+        else:
+            bounds = torch.searchsorted(rows, starts).tolist()
+            parts = [
+                chunks[c].index_select(0, rows[bounds[c] : bounds[c + 1]] - starts[c])
+                for c in range(len(chunks))
+                if bounds[c + 1] > bounds[c]
+            ]
+        if not parts:
+            return torch.empty(0, self.dimension * self.nbits // 8, dtype=torch.uint8)
+        out = torch.cat(parts) if len(parts) > 1 else parts[0]
+        return out.view(torch.uint8).view(len(rows), -1)
 
-    @staticmethod
-    def _centroid_interaction(scores_t: torch.Tensor, padded_codes: torch.Tensor, block: int = 1024) -> torch.Tensor:
-        """Approximate MaxSim of one query over docs from centroid scores alone; scores_t is (K, lq), so
-        each token's gather reads one contiguous row."""
-        out = torch.empty(len(padded_codes))
-        for start in range(0, len(padded_codes), block):
-            out[start : start + block] = scores_t[padded_codes[start : start + block]].amax(dim=1).sum(dim=1)
+    def _centroid_interaction(self, scores_t: torch.Tensor, docs: torch.Tensor, block: int = 1024) -> torch.Tensor:
+        """Approximate MaxSim of one query over docs from centroid scores alone, read through each
+        document's distinct centroids; scores_t is (K, lq), so each gather reads one contiguous row."""
+        state = self._search_state()
+        counts = state["doc_code_offsets"][docs + 1] - state["doc_code_offsets"][docs]
+        out = torch.empty(len(docs))
+        for start in range(0, len(docs), block):
+            rows = padded_rows(state["doc_code_offsets"][docs[start : start + block]], counts[start : start + block])
+            codes = state["doc_codes"][rows.clamp_max(max(len(state["doc_codes"]) - 1, 0))]
+            out[start : start + block] = scores_t[codes].amax(dim=1).sum(dim=1)
         return out
 
     @torch.inference_mode()
@@ -351,6 +381,8 @@ class PlaidIndex(StableDocIds):
         for query in queries:
             q = query.float()
             scores = q @ centroids.T  # (lq, K)
+            scores_t = scores.T.contiguous()
+            lq = len(q)
             # 1. candidates: documents in the top n_ivf_probe centroids of any query token
             probe = torch.unique(scores.topk(min(p.n_ivf_probe, scores.shape[1]), dim=1).indices)
             is_candidate = torch.zeros(num_docs, dtype=torch.bool)
@@ -365,16 +397,16 @@ class PlaidIndex(StableDocIds):
             pair_docs = ivf_docs[pair_rows]
             pair_centroids = torch.repeat_interleave(kept, ivf_offsets[kept + 1] - ivf_offsets[kept])
             use = is_candidate[pair_docs]
-            best = torch.zeros(num_docs, len(q))
-            with warnings.catch_warnings():  # index_reduce_ is marked beta; its behaviour here is tested
-                warnings.simplefilter("ignore", UserWarning)
-                best.index_reduce_(0, pair_docs[use], scores[:, pair_centroids[use]].T, "amax", include_self=True)
-            approx = best.sum(dim=1)
+            pair_docs, pair_centroids = pair_docs[use], pair_centroids[use]
+            best = torch.zeros(num_docs * lq)
+            targets = (pair_docs * lq)[:, None] + torch.arange(lq)
+            best.scatter_reduce_(0, targets.flatten(), scores_t[pair_centroids].flatten(), "amax")
+            approx = best.view(num_docs, lq).sum(dim=1)
             approx[~is_candidate] = float("-inf")
             count = min(p.n_candidates, int(is_candidate.sum()))
             candidates = approx.topk(count).indices
-            # 3. centroid interaction without pruning, over every token of the survivors
-            approx = self._centroid_interaction(scores.T.contiguous(), state["padded_codes"][candidates])
+            # 3. centroid interaction without pruning, over every centroid of the survivors
+            approx = self._centroid_interaction(scores_t, candidates)
             candidates = candidates[approx.topk(min(p.n_full_scores, len(candidates))).indices]
             # 4. exact MaxSim on decompressed vectors
             exact = self._exact_scores(q, candidates)
@@ -383,19 +415,23 @@ class PlaidIndex(StableDocIds):
         return results
 
     def _exact_scores(self, query: torch.Tensor, docs: torch.Tensor) -> torch.Tensor:
-        """MaxSim over decompressed vectors: one matmul over all their tokens, then a per-document max read
-        through padded row indices (padding repeats a document's first token, which leaves a max alone)."""
+        """MaxSim over decompressed vectors: token similarities for all the docs' tokens (in storage order,
+        so the memory maps are read forwards), then a per-document max read through padded row indices
+        (padding repeats a document's first token, which leaves a max alone)."""
         assert self.codec is not None
         state = self._search_state()
+        order = torch.argsort(docs)
+        docs = docs[order]
         lengths = state["doclens"][docs]
         rows = _ranges(state["offsets"][docs], state["offsets"][docs] + lengths)
-        vectors = self.codec.decompress(state["codes"][rows], self._residual_rows(rows))
-        sims = query @ vectors.T  # (lq, tokens)
+        sims = self.codec.similarities(query, state["codes"].index_select(0, rows), self._residual_rows(rows))
         starts = torch.cumsum(lengths, 0) - lengths
-        best = sims[:, padded_rows(starts, lengths).clamp_max(max(len(vectors) - 1, 0))].amax(dim=2)
-        scores = best.sum(dim=0)
+        best = sims[padded_rows(starts, lengths).clamp_max(max(len(sims) - 1, 0))].amax(dim=1)
+        scores = best.sum(dim=1)
         scores[lengths == 0] = 0.0
-        return scores
+        out = torch.empty_like(scores)
+        out[order] = scores
+        return out
 
     # -- persistence ---------------------------------------------------------------------------------
     def save(self, path: str | Path, manifest: Manifest, replace: bool = False) -> None:
@@ -501,6 +537,14 @@ def _ranges(starts: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
     lengths = ends - starts
     total = int(lengths.sum())
     return torch.repeat_interleave(starts - torch.cumsum(lengths, 0) + lengths, lengths) + torch.arange(total)
+
+
+def _as_words(packed: torch.Tensor) -> torch.Tensor:
+    """View (n, b) packed bytes as (n, b/8) int64 words when b allows: a row gather then copies a few
+    words instead of b single bytes."""
+    if packed.ndim == 2 and packed.shape[1] % 8 == 0 and packed.is_contiguous():
+        return packed.view(torch.int64)
+    return packed
 
 
 def _sample(vectors: torch.Tensor, size: int, seed: int) -> torch.Tensor:
