@@ -38,6 +38,18 @@ def test_document_length_cuts_documents(tiny_model: str) -> None:
     assert len(doc) <= 8
 
 
+def test_token_budget_batches_match_plain_encode_document(tiny_colbert: ColBERTEncoder) -> None:
+    docs = ["cell", "protein " * 40, "a gene, a virus.", "", "brain " * 7 + "tumour", "cell protein gene " * 3]
+    ours = tiny_colbert.encode_corpus(docs, batch_size=4, show_progress=False, max_tokens=48)
+    plain = tiny_colbert.model.encode_document(docs, batch_size=len(docs), convert_to_numpy=False)
+    assert len(ours) == len(docs)
+    for mine, theirs in zip(ours, plain):  # same tokens, same order; values agree up to padding noise
+        assert mine.shape == theirs.shape
+        torch.testing.assert_close(mine, theirs.float(), atol=1e-5, rtol=1e-4)
+    lengths = tiny_colbert.token_lengths(docs)
+    assert lengths[1] > lengths[0] and tiny_colbert.count_tokens(docs) == int(lengths.sum())
+
+
 def test_projection_is_seeded(tiny_model: str) -> None:
     a = ColBERTEncoder.load(tiny_model, device="cpu", seed=1).encode_queries(["virus"])[0]
     b = ColBERTEncoder.load(tiny_model, device="cpu", seed=1).encode_queries(["virus"])[0]

@@ -17,9 +17,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from mbret.errors import MbretError
 from mbret.retrieval.backbone import check_max_length, choose_device, model_identity, model_kwargs, resolve_model_path
+from mbret.retrieval.dense import DEFAULT_MAX_TOKENS_CPU, DEFAULT_MAX_TOKENS_GPU, token_budget_batches
 
 DEFAULT_QUERY_LENGTH = 32
 DEFAULT_DOCUMENT_LENGTH = 300
@@ -159,21 +161,54 @@ class ColBERTEncoder:
         return [t.float().cpu() for t in out]
 
     def encode_corpus(
-        self, documents: Sequence[str], batch_size: int = 32, show_progress: bool = True
+        self,
+        documents: Sequence[str],
+        batch_size: int = 32,
+        show_progress: bool = True,
+        max_tokens: int | None = None,
     ) -> list[torch.Tensor]:
-        """One (n_tokens, dim) float32 tensor per document (skiplisted tokens dropped), on the CPU."""
-        out = self.model.encode_document(
-            list(documents), batch_size=batch_size, show_progress_bar=show_progress, convert_to_numpy=False
-        )
-        return [t.float().cpu() for t in out]
+        """One (n_tokens, dim) float32 tensor per document (skiplisted tokens dropped), on the CPU.
+
+        Batches are built as the dense encoder builds them: by token count, longest first, each within
+        `batch_size` documents and `max_tokens` padded tokens (1024 on CPU, 65536 on GPU), so padding
+        costs almost nothing and a batch's activations stay in cache on CPU.
+        """
+        if batch_size <= 0:
+            raise MbretError(f"--batch-size {batch_size}: must be a positive integer")
+        documents = list(documents)
+        out: list[torch.Tensor] = [torch.empty(0)] * len(documents)
+        lengths = self.token_lengths(documents)
+        budget = max_tokens or (DEFAULT_MAX_TOKENS_GPU if self.device.type == "cuda" else DEFAULT_MAX_TOKENS_CPU)
+        with tqdm(
+            total=len(documents), desc="Encoding corpus", unit="doc", disable=not show_progress, dynamic_ncols=True
+        ) as bar:
+            for rows in token_budget_batches(lengths, batch_size, budget):
+                encoded = self.model.encode_document(
+                    [documents[i] for i in rows],
+                    batch_size=len(rows),
+                    show_progress_bar=False,
+                    convert_to_numpy=False,
+                )
+                for i, tokens in zip(rows, encoded):
+                    out[i] = tokens.float().cpu()
+                bar.update(len(rows))
+        return out
+
+    def token_lengths(self, documents: Sequence[str]) -> np.ndarray:
+        """Tokens each document will have after its prefix and truncation (before the skiplist)."""
+        prefix = self.prompts.get("document") or ""
+        ids = self.model.tokenizer(
+            [prefix + d for d in documents],
+            truncation=True,
+            max_length=self.document_length,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )["input_ids"]
+        return np.fromiter((len(i) for i in ids), dtype=np.int64, count=len(ids))
 
     def count_tokens(self, documents: Sequence[str]) -> int:
         """Tokens the documents will have (before the skiplist), for sizing a PLAID index up front."""
-        prefix = self.prompts.get("document") or ""
-        ids = self.model.tokenizer([prefix + d for d in documents], truncation=True, max_length=self.document_length)[
-            "input_ids"
-        ]
-        return sum(len(i) for i in ids)
+        return int(self.token_lengths(documents).sum())
 
     def save(self, path: str | Path) -> None:
         """Save in the sentence-transformers MultiVectorEncoder format."""
