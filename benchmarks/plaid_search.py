@@ -23,6 +23,17 @@ import numpy as np
 import torch
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory. Linux's VmHWM belongs to the address space made by exec, so
+    it excludes the parent's memory that `ru_maxrss` carries over a fork + exec."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def build_plaid_from_npy(embeddings_dir: str, fraction: float, nbits: int, out: str, chunk_docs: int = 2048) -> None:
     """Stream a fraction of an exact index's token vectors into a PLAID index; print time and peak RSS."""
     from mbret.indexes import Manifest, PlaidIndex, read_manifest
@@ -79,7 +90,7 @@ def build_plaid_from_npy(embeddings_dir: str, fraction: float, nbits: int, out: 
         replace=True,
     )
     seconds = time.perf_counter() - start
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = peak_rss_mb()
     print(json.dumps({"docs": n_docs, "tokens": num_tokens, "build_s": seconds, "peak_rss_mb": peak_mb}))
 
 
