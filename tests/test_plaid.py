@@ -245,3 +245,25 @@ def test_cli_compact_and_recluster(tmp_path: Path, cli, tiny_model: str, small_b
     assert result.code == 0 and "5 documents" in result.out, result.err
     payload = json.loads(cli("search", out, "an added document about liver tumors", "--json").out)
     assert payload[0]["hits"][0]["doc_id"] == "x1"
+
+
+def test_resident_search_equals_memory_mapped_chunks(
+    corpus: tuple[list[torch.Tensor], list[torch.Tensor]], tmp_path: Path
+) -> None:
+    """`mmap=False` takes the path an accelerator takes (one resident block of residuals, a copied codec);
+    it must rank exactly as the memory-mapped, multi-chunk index does."""
+    docs, queries = corpus
+    index = PlaidIndex(128, nbits=2)
+    for begin in range(0, 900, 300):  # three chunk files
+        index.add([f"d{i}" for i in range(begin, begin + 300)], docs[begin : begin + 300])
+    index.delete(["d5"])
+    index.save(tmp_path / "idx", _manifest())
+    mapped, _ = PlaidIndex.load(tmp_path / "idx")
+    resident, _ = PlaidIndex.load(tmp_path / "idx", mmap=False)
+    assert len(mapped._residuals) == 3 and resident.resident and not mapped.resident
+    assert len(resident._search_state()["residuals"]) == 1
+    for k in (10, 100):
+        a, b = mapped.search(queries, k=k), resident.search(queries, k=k)
+        assert [[h[0] for h in row] for row in a] == [[h[0] for h in row] for row in b]
+        assert np.allclose([h[1] for row in a for h in row], [h[1] for row in b for h in row], atol=1e-5)
+    assert resident.to("cpu").search(queries[:3], k=5) == resident.search(queries[:3], k=5)

@@ -33,7 +33,7 @@ def padded_rows(starts: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """(n, longest) row indices of n documents' tokens. Positions past a document's end repeat its first
     token: a repeated token cannot change a max, so MaxSim needs no mask (and no pass to apply one)."""
     longest = max(int(lengths.max()), 1) if len(lengths) else 1
-    positions = torch.arange(longest)[None, :]
+    positions = torch.arange(longest, device=starts.device)[None, :]
     return starts[:, None] + torch.where(positions < lengths[:, None], positions, 0)
 
 
@@ -59,6 +59,13 @@ class ExactMaxSimIndex(StableDocIds):
         self._chunks: list[np.ndarray] = []  # float16 (tokens, dim) arrays, appended per add
         self._lengths: list[np.ndarray] = []  # int64 token counts per document, per chunk
         self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.device = torch.device("cpu")
+
+    def to(self, device: str | torch.device) -> ExactMaxSimIndex:
+        """Score on `device` (e.g. "cuda"): vectors stay where they are stored (memory-mapped on the host)
+        and each chunk is copied over as it is scored."""
+        self.device = torch.device(device)
+        return self
 
     @property
     def num_tokens(self) -> int:
@@ -111,13 +118,16 @@ class ExactMaxSimIndex(StableDocIds):
         if k <= 0:
             raise MbretError(f"-k {k}: must be a positive integer")
         tokens, lengths = self._flat()
+        device = self.device
+        if device.type != "cpu" and chunk_tokens == 32768:
+            chunk_tokens = 1 << 20  # an accelerator wants big blocks
         live = torch.tensor([d is not None for d in self.doc_ids], dtype=torch.bool)
         offsets = torch.zeros(len(lengths) + 1, dtype=torch.int64)
         offsets[1:] = torch.cumsum(lengths, 0)
-        padded_queries = pad_queries(queries, self.dimension)
+        padded_queries = pad_queries(queries, self.dimension).to(device)
         nq = len(queries)
-        best_scores = torch.full((nq, 0), float("-inf"))
-        best_ids = torch.zeros((nq, 0), dtype=torch.int64)
+        best_scores = torch.full((nq, 0), float("-inf"), device=device)
+        best_ids = torch.zeros((nq, 0), dtype=torch.int64, device=device)
         start = 0
         while start < len(lengths):
             end = start
@@ -128,21 +138,22 @@ class ExactMaxSimIndex(StableDocIds):
                 longest = max(longest, int(lengths[end]))
                 end += 1
             rows = padded_rows(offsets[start:end], lengths[start:end]).clamp_max(max(len(tokens) - 1, 0))
-            docs = tokens[rows].float()
+            docs = tokens[rows].to(device, non_blocking=True).float()
+            doc_lengths = lengths[start:end].to(device)
             scores = torch.cat(
                 [
-                    maxsim_scores(padded_queries[b : b + query_block], docs, lengths[start:end])
+                    maxsim_scores(padded_queries[b : b + query_block], docs, doc_lengths)
                     for b in range(0, nq, query_block)
                 ]
             )
-            scores[:, ~live[start:end]] = float("-inf")
+            scores[:, ~live[start:end].to(device)] = float("-inf")
             merged = torch.cat([best_scores, scores], dim=1)
-            ids = torch.cat([best_ids, torch.arange(start, end).expand(nq, -1)], dim=1)
+            ids = torch.cat([best_ids, torch.arange(start, end, device=device).expand(nq, -1)], dim=1)
             top = torch.topk(merged, min(k, merged.shape[1]), dim=1)
             best_scores, best_ids = top.values, torch.gather(ids, 1, top.indices)
             start = end
         results = []
-        for row_scores, row_ids in zip(best_scores.tolist(), best_ids.tolist()):
+        for row_scores, row_ids in zip(best_scores.cpu().tolist(), best_ids.cpu().tolist()):
             results.append(
                 [
                     (self.doc_ids[i], s)

@@ -94,6 +94,13 @@ class ResidualCodec:
         every_byte = torch.arange(256, dtype=torch.uint8)[:, None]
         self._byte_table = self.weights[unpack_bits(every_byte, nbits).long()]  # (256, 8 // nbits)
 
+    def to(self, device: torch.device) -> ResidualCodec:
+        self.centroids, self.cutoffs, self.weights = (
+            t.to(device) for t in (self.centroids, self.cutoffs, self.weights)
+        )
+        self._byte_table = self._byte_table.to(device)
+        return self
+
     @classmethod
     def train(
         cls, sample: torch.Tensor, nbits: int, num_centroids: int, seed: int = 0, niter: int = 8
@@ -199,7 +206,18 @@ class PlaidIndex(StableDocIds):
         self._saved_chunks = 0  # chunks already on disk (their files are never rewritten)
         self._rewrite_all = False  # set by compact/recluster: the next save replaces the directory
         self.drift = 0.0
-        self._state: dict[str, torch.Tensor] | None = None
+        self._state: dict[str, Any] | None = None
+        self.device = torch.device("cpu")
+        self.resident = False  # search reads one in-memory copy (always so on an accelerator)
+        self._device_codec: ResidualCodec | None = None
+
+    def to(self, device: str | torch.device) -> PlaidIndex:
+        """Search on `device` (e.g. "cuda"): centroids, inverted lists and compressed vectors are copied
+        there when search first needs them (so an accelerator holds the whole compressed index); building
+        and saving stay on the host."""
+        self.device = torch.device(device)
+        self._state = None
+        return self
 
     @property
     def params(self) -> dict[str, Any]:
@@ -321,7 +339,7 @@ class PlaidIndex(StableDocIds):
         ivf_offsets = torch.zeros(num_centroids + 1, dtype=torch.int64)
         ivf_offsets[1:] = torch.cumsum(torch.bincount(pair_codes[keep], minlength=num_centroids), 0)
         chunk_starts = torch.tensor([0] + list(np.cumsum([len(c) for c in self._codes])), dtype=torch.int64)
-        self._state = {
+        state: dict[str, Any] = {
             "codes": codes,
             "residuals": residuals,
             "chunk_starts": chunk_starts,
@@ -331,7 +349,21 @@ class PlaidIndex(StableDocIds):
             "doc_code_offsets": doc_code_offsets,
             "ivf_docs": ivf_docs,
             "ivf_offsets": ivf_offsets,
+            "centroids": self.codec.centroids,
         }
+        if self.resident or self.device.type != "cpu":  # one copy in (accelerator) memory, residuals in one block
+            state = {k: v.to(self.device) for k, v in state.items() if k != "residuals"} | {
+                "residuals": [torch.cat(residuals).to(self.device)]
+                if len(residuals) > 1
+                else [residuals[0].to(self.device)],
+                "chunk_starts": torch.tensor([0, len(codes)], device=self.device),
+            }
+            self._device_codec = ResidualCodec(
+                self.codec.centroids, self.codec.cutoffs, self.codec.weights, self.nbits, self.codec.avg_residual
+            ).to(self.device)
+        else:
+            self._device_codec = self.codec
+        self._state = state
         return self._state
 
     def _residual_rows(self, rows: torch.Tensor) -> torch.Tensor:
@@ -341,14 +373,14 @@ class PlaidIndex(StableDocIds):
         if len(chunks) == 1:
             parts = [chunks[0].index_select(0, rows)]
         else:
-            bounds = torch.searchsorted(rows, starts).tolist()
+            bounds = torch.searchsorted(rows, starts).tolist()  # one chunk only on an accelerator
             parts = [
                 chunks[c].index_select(0, rows[bounds[c] : bounds[c + 1]] - starts[c])
                 for c in range(len(chunks))
                 if bounds[c + 1] > bounds[c]
             ]
         if not parts:
-            return torch.empty(0, self.dimension * self.nbits // 8, dtype=torch.uint8)
+            return torch.empty(0, self.dimension * self.nbits // 8, dtype=torch.uint8, device=rows.device)
         out = torch.cat(parts) if len(parts) > 1 else parts[0]
         return out.view(torch.uint8).view(len(rows), -1)
 
@@ -357,7 +389,7 @@ class PlaidIndex(StableDocIds):
         document's distinct centroids; scores_t is (K, lq), so each gather reads one contiguous row."""
         state = self._search_state()
         counts = state["doc_code_offsets"][docs + 1] - state["doc_code_offsets"][docs]
-        out = torch.empty(len(docs))
+        out = torch.empty(len(docs), device=docs.device)
         for start in range(0, len(docs), block):
             rows = padded_rows(state["doc_code_offsets"][docs[start : start + block]], counts[start : start + block])
             codes = state["doc_codes"][rows.clamp_max(max(len(state["doc_codes"]) - 1, 0))]
@@ -375,17 +407,18 @@ class PlaidIndex(StableDocIds):
             return [[] for _ in queries]
         p = (params or self.search_params).resolved(k)
         state = self._search_state()
-        centroids, ivf_docs, ivf_offsets = self.codec.centroids, state["ivf_docs"], state["ivf_offsets"]
+        centroids, ivf_docs, ivf_offsets = state["centroids"], state["ivf_docs"], state["ivf_offsets"]
+        device = centroids.device
         num_docs = len(state["doclens"])
         results = []
         for query in queries:
-            q = query.float()
+            q = query.to(device).float()
             scores = q @ centroids.T  # (lq, K)
             scores_t = scores.T.contiguous()
             lq = len(q)
             # 1. candidates: documents in the top n_ivf_probe centroids of any query token
             probe = torch.unique(scores.topk(min(p.n_ivf_probe, scores.shape[1]), dim=1).indices)
-            is_candidate = torch.zeros(num_docs, dtype=torch.bool)
+            is_candidate = torch.zeros(num_docs, dtype=torch.bool, device=device)
             is_candidate[ivf_docs[_ranges(ivf_offsets[probe], ivf_offsets[probe + 1])]] = True
             if not bool(is_candidate.any()):
                 results.append([])
@@ -398,8 +431,8 @@ class PlaidIndex(StableDocIds):
             pair_centroids = torch.repeat_interleave(kept, ivf_offsets[kept + 1] - ivf_offsets[kept])
             use = is_candidate[pair_docs]
             pair_docs, pair_centroids = pair_docs[use], pair_centroids[use]
-            best = torch.zeros(num_docs * lq)
-            targets = (pair_docs * lq)[:, None] + torch.arange(lq)
+            best = torch.zeros(num_docs * lq, device=device)
+            targets = (pair_docs * lq)[:, None] + torch.arange(lq, device=device)
             best.scatter_reduce_(0, targets.flatten(), scores_t[pair_centroids].flatten(), "amax")
             approx = best.view(num_docs, lq).sum(dim=1)
             approx[~is_candidate] = float("-inf")
@@ -411,7 +444,8 @@ class PlaidIndex(StableDocIds):
             # 4. exact MaxSim on decompressed vectors
             exact = self._exact_scores(q, candidates)
             top = exact.topk(min(k, len(candidates)))
-            results.append([(self.doc_ids[int(candidates[i])], float(s)) for s, i in zip(top.values, top.indices)])
+            ranked, values = candidates[top.indices].tolist(), top.values.tolist()
+            results.append([(self.doc_ids[d], s) for d, s in zip(ranked, values)])
         return results
 
     def _exact_scores(self, query: torch.Tensor, docs: torch.Tensor) -> torch.Tensor:
@@ -424,7 +458,9 @@ class PlaidIndex(StableDocIds):
         docs = docs[order]
         lengths = state["doclens"][docs]
         rows = _ranges(state["offsets"][docs], state["offsets"][docs] + lengths)
-        sims = self.codec.similarities(query, state["codes"].index_select(0, rows), self._residual_rows(rows))
+        codec = self._device_codec
+        assert codec is not None
+        sims = codec.similarities(query, state["codes"].index_select(0, rows), self._residual_rows(rows))
         starts = torch.cumsum(lengths, 0) - lengths
         best = sims[padded_rows(starts, lengths).clamp_max(max(len(sims) - 1, 0))].amax(dim=1)
         scores = best.sum(dim=1)
@@ -497,6 +533,7 @@ class PlaidIndex(StableDocIds):
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError):
             raise IndexFormatError(f"{files['doc_ids']}: truncated or corrupt doc id file") from None
         mode = "r" if mmap else None
+        self.resident = not mmap
         self.codec = ResidualCodec(
             torch.from_numpy(_load_npy(files["centroids"], None)),
             torch.from_numpy(_load_npy(files["bucket_cutoffs"], None)),
@@ -536,7 +573,8 @@ def _ranges(starts: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
     """Concatenation of arange(start, end) for each pair, without a Python loop."""
     lengths = ends - starts
     total = int(lengths.sum())
-    return torch.repeat_interleave(starts - torch.cumsum(lengths, 0) + lengths, lengths) + torch.arange(total)
+    offsets = torch.repeat_interleave(starts - torch.cumsum(lengths, 0) + lengths, lengths)
+    return offsets + torch.arange(total, device=starts.device)
 
 
 def _as_words(packed: torch.Tensor) -> torch.Tensor:

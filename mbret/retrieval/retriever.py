@@ -101,6 +101,11 @@ class Retriever:
     batch_size: int = 64
     timings: dict[str, float] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # ColBERT indexes score where the model runs: MaxSim on the GPU when the encoder is there
+        if isinstance(self.index, (ExactMaxSimIndex, PlaidIndex)):
+            self.index.to(self.encoder.device)
+
     @property
     def mode(self) -> str:
         return "colbert" if isinstance(self.encoder, ColBERTEncoder) else "dense"
