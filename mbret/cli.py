@@ -359,6 +359,208 @@ def eval_command(
     )
 
 
+# -- training ---------------------------------------------------------------------------------------------
+@app.command()
+def train(
+    mode: Annotated[str | None, typer.Option("--mode", help="dense or colbert (default dense).")] = None,
+    model: ModelOpt = None,
+    data: Annotated[
+        str | None,
+        typer.Option(
+            "--data",
+            help="Training data: triplets or FlagEmbedding JSONL/Parquet, a train/queries/documents directory, "
+            "a BEIR directory (train qrels), or hf:ID[:CONFIG].",
+        ),
+    ] = None,
+    output: Annotated[str | None, typer.Option("--output", "-o", help="Run directory (checkpoints, final/).")] = None,
+    preset: Annotated[
+        str | None,
+        typer.Option("--preset", help="paper-dpr-base, paper-dpr-large, paper-colbert-base, paper-colbert-large."),
+    ] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML file of settings (flags win).")] = None,
+    loss: Annotated[
+        str | None,
+        typer.Option(
+            "--loss",
+            help="dense: cmnrl (default), mnrl, kl, margin-mse; colbert: kl (default), "
+            "contrastive, cached-contrastive, margin-mse.",
+        ),
+    ] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate (default 5e-5).")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Examples per step per device.")] = None,
+    grad_accum: Annotated[int | None, typer.Option("--grad-accum", help="Steps per optimizer update.")] = None,
+    epochs: Annotated[float | None, typer.Option("--epochs", help="Passes over the data (default 1).")] = None,
+    max_steps: Annotated[
+        int | None, typer.Option("--max-steps", help="Stop after N steps (overrides --epochs).")
+    ] = None,
+    max_samples: Annotated[int | None, typer.Option("--max-samples", help="Use the first N examples only.")] = None,
+    max_length: MaxLenOpt = None,
+    query_length: QueryLenOpt = None,
+    document_length: DocLenOpt = None,
+    n_ways: Annotated[int | None, typer.Option("--n-ways", help="Documents per query for id-based KD data.")] = None,
+    num_negatives: Annotated[int | None, typer.Option("--num-negatives", help="Hard negatives per example.")] = None,
+    mini_batch_size: Annotated[
+        int | None, typer.Option("--mini-batch-size", help="Cached losses: texts per forward.")
+    ] = None,
+    temperature: Annotated[float | None, typer.Option("--temperature", help="Distillation temperature.")] = None,
+    warmup_ratio: Annotated[
+        float | None, typer.Option("--warmup-ratio", help="Warmup fraction (default 0.05).")
+    ] = None,
+    bf16: Annotated[bool | None, typer.Option("--bf16/--no-bf16", help="bfloat16 autocast (GPU).")] = None,
+    gradient_checkpointing: Annotated[
+        bool | None,
+        typer.Option("--gradient-checkpointing/--no-gradient-checkpointing", help="Trade compute for memory."),
+    ] = None,
+    gather_across_devices: Annotated[
+        bool | None,
+        typer.Option(
+            "--gather-across-devices/--no-gather-across-devices", help="DDP: share in-batch negatives across devices."
+        ),
+    ] = None,
+    save_steps: Annotated[
+        int | None, typer.Option("--save-steps", help="Checkpoint every N steps (default 500).")
+    ] = None,
+    eval_data: Annotated[
+        str | None, typer.Option("--eval-data", help="BEIR directory evaluated during training.")
+    ] = None,
+    eval_steps: Annotated[
+        int | None, typer.Option("--eval-steps", help="Evaluate every N steps (default: save steps).")
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Seed for data order and a new ColBERT projection.")
+    ] = None,
+    device: DeviceOpt = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in OUTPUT.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved settings and exit.")] = False,
+) -> None:
+    """Fine-tune a dense or ColBERT retriever (contrastive or distillation), e.g.
+
+    mbret train --mode dense --model minilm --data mined.jsonl --output runs/dense --max-steps 300
+
+    mbret train --preset paper-colbert-base --dry-run
+    """
+    from mbret.training.config import describe, resolve_config
+
+    flags = {
+        "mode": mode,
+        "model": model,
+        "data": data,
+        "output": output,
+        "loss": loss,
+        "lr": lr,
+        "batch_size": batch_size,
+        "grad_accum": grad_accum,
+        "epochs": epochs,
+        "max_steps": max_steps,
+        "max_samples": max_samples,
+        "max_length": max_length,
+        "query_length": query_length,
+        "document_length": document_length,
+        "n_ways": n_ways,
+        "num_negatives": num_negatives,
+        "mini_batch_size": mini_batch_size,
+        "temperature": temperature,
+        "warmup_ratio": warmup_ratio,
+        "bf16": bf16,
+        "gradient_checkpointing": gradient_checkpointing,
+        "gather_across_devices": gather_across_devices,
+        "save_steps": save_steps,
+        "eval_data": eval_data,
+        "eval_steps": eval_steps,
+        "seed": seed,
+        "device": device,
+        "resume": resume or None,
+    }
+    settings = resolve_config(preset, config, flags)
+    if dry_run:
+        settings.validate(require_paths=False)
+        typer.echo(describe(settings))
+        return
+    from mbret.training.trainer import train as run_training
+
+    result = run_training(settings)
+    typer.echo(
+        f"trained {result.steps} steps in {result.seconds:.1f}s ({result.samples_per_second:.2f} samples/s); "
+        f"model saved to {result.output}"
+    )
+
+
+@app.command()
+def mine(
+    data: Annotated[
+        str, typer.Argument(help="BEIR directory (or irds:/hf: id) whose qrels give (query, positive) pairs.")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="JSONL file to write.")],
+    model: ModelOpt = None,
+    split: Annotated[str, typer.Option("--split", help="qrels split with the positives.")] = "train",
+    num_negatives: Annotated[int, typer.Option("--num-negatives", help="Negatives per pair.")] = 8,
+    range_min: Annotated[int, typer.Option("--range-min", help="Skip the top N non-positive candidates.")] = 0,
+    range_max: Annotated[int, typer.Option("--range-max", help="Look no deeper than rank N.")] = 100,
+    margin: Annotated[
+        float | None, typer.Option("--margin", help="Keep negatives scoring below the positive minus this.")
+    ] = None,
+    relative_margin: Annotated[
+        float, typer.Option("--relative-margin", help="Keep negatives scoring below positive x (1 - this).")
+    ] = 0.05,
+    fmt: Annotated[
+        str, typer.Option("--format", help="flag (query/pos/neg) or triplets (query/positive/negative_N).")
+    ] = "flag",
+    cache: Annotated[Path | None, typer.Option("--cache", help="Corpus-embedding cache (resume a killed run).")] = None,
+    batch_size: BatchOpt = 64,
+    max_length: MaxLenOpt = None,
+    device: DeviceOpt = None,
+) -> None:
+    """Mine hard negatives for qrels pairs with a dense model, e.g.
+
+    mbret mine ../shared/data/beir/scifact --model minilm --out mined.jsonl
+    """
+    from mbret.eval.data import load_dataset
+    from mbret.retrieval.dense import DenseEncoder
+    from mbret.training.mining import MiningParams, mine_hard_negatives, write_mined
+
+    if model is None:
+        raise MbretError("--model is required")
+    dataset = load_dataset(data, split=split)
+    pairs = [(q, d) for q, judged in dataset.qrels.items() for d, grade in judged.items() if grade > 0]
+    if not pairs:
+        raise MbretError(f"{data}: no positive judgements in the {split} qrels")
+    encoder = DenseEncoder.load(model, device=device, max_length=max_length)
+    params = MiningParams(num_negatives, range_min, range_max, margin, relative_margin)
+    cache_dir = cache if cache is not None else out.with_name(out.name + ".cache")
+    examples, report = mine_hard_negatives(
+        dataset.queries, pairs, dataset.corpus, encoder, params, cache_dir=cache_dir, batch_size=batch_size
+    )
+    if not examples:
+        raise MbretError(
+            f"no pair kept {num_negatives} negatives under these filters; widen --range-max or the margins"
+        )
+    write_mined(examples, out, fmt)
+    typer.echo(
+        f"mined {report.kept} of {report.pairs} pairs ({report.dropped} dropped: too few negatives passed the "
+        f"filters); positives ranked {report.mean_positive_rank:.1f} on average; wrote {out}"
+    )
+
+
+@app.command()
+def score(
+    data: Annotated[str, typer.Argument(help="Triplets or FlagEmbedding JSONL/Parquet to score.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="File (--format flag) or directory (--format ids).")],
+    teacher: Annotated[
+        str, typer.Option("--teacher", help="CrossEncoder hub id or dir, or dense:MODEL (e.g. dense:minilm).")
+    ],
+    fmt: Annotated[
+        str, typer.Option("--format", help="flag (JSONL with pos/neg scores) or ids (train/queries/documents).")
+    ] = "flag",
+    batch_size: BatchOpt = 64,
+    device: DeviceOpt = None,
+) -> None:
+    """Add teacher scores for distillation, e.g.  mbret score mined.jsonl --teacher dense:minilm --out scored.jsonl"""
+    from mbret.training.scoring import Teacher, score_training_file
+
+    rows = score_training_file(data, Teacher.load(teacher, device=device), out, fmt=fmt, batch_size=batch_size)
+    typer.echo(f"scored {rows} rows with {teacher}; wrote {out}")
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code; user errors become one line on stderr and code 2."""
     import click
