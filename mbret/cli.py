@@ -403,6 +403,10 @@ def train(
         int | None, typer.Option("--mini-batch-size", help="Cached losses: texts per forward.")
     ] = None,
     temperature: Annotated[float | None, typer.Option("--temperature", help="Distillation temperature.")] = None,
+    teacher_temperature: Annotated[
+        float | None,
+        typer.Option("--teacher-temperature", help="Teacher-side temperature (match the teacher's score spread)."),
+    ] = None,
     warmup_ratio: Annotated[
         float | None, typer.Option("--warmup-ratio", help="Warmup fraction (default 0.05).")
     ] = None,
@@ -460,6 +464,7 @@ def train(
         "num_negatives": num_negatives,
         "mini_batch_size": mini_batch_size,
         "temperature": temperature,
+        "teacher_temperature": teacher_temperature,
         "warmup_ratio": warmup_ratio,
         "bf16": bf16,
         "gradient_checkpointing": gradient_checkpointing,

@@ -242,20 +242,14 @@ def test_kill_and_resume(tiny_model: str, tmp_path: Path) -> None:
     saved = sorted(int(p.name.split("-")[1]) for p in (out / "checkpoints").glob("checkpoint-*"))
     assert saved and saved[-1] >= 6
     # continuing a run needs --resume; without it the directory is refused rather than overwritten
-    fresh = subprocess.run(
-        command[:-4] + ["--max-steps", "12", "--loss", "mnrl"], cwd=REPO, env=env, capture_output=True, text=True
-    )
+    target = saved[-1] + 6
+    rerun = command[:-4] + ["--max-steps", str(target), "--loss", "mnrl"]
+    fresh = subprocess.run(rerun, cwd=REPO, env=env, capture_output=True, text=True)
     assert fresh.returncode == 2 and "--resume" in fresh.stderr
-    resumed = subprocess.run(
-        command[:-4] + ["--max-steps", "12", "--loss", "mnrl", "--resume"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    resumed = subprocess.run(rerun + ["--resume"], cwd=REPO, env=env, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     log = json.loads((out / "train_log.json").read_text())
-    assert log["steps"] == 12
+    assert log["steps"] == target
     assert log["losses"] and min(step for step, _ in log["losses"]) > saved[-1]  # it did not start over
     assert (out / "final" / "model.safetensors").is_file()
 

@@ -40,7 +40,8 @@ class TrainConfig:
     n_ways: int = 32  # documents per query for id-based distillation data (1 positive + n_ways-1)
     num_negatives: int | None = None  # cap hard negatives per query (None: all there are)
     mini_batch_size: int = 32  # cached losses: texts per forward inside a batch
-    temperature: float = 1.0  # distillation losses
+    temperature: float = 1.0  # distillation losses: both sides' softmax temperature
+    teacher_temperature: float | None = None  # override for the teacher's side (match its score spread)
     bf16: bool = False
     gradient_checkpointing: bool = False
     gather_across_devices: bool = False  # DDP: in-batch negatives from every device

@@ -43,7 +43,9 @@ def build_loss(config: TrainConfig, model: Any) -> Any:
         if loss == "mnrl":
             return st.MultipleNegativesRankingLoss(model, gather_across_devices=config.gather_across_devices)
         if loss == "kl":
-            return st.DistillKLDivLoss(model, temperature=config.temperature)
+            return st.DistillKLDivLoss(
+                model, temperature=config.temperature, teacher_temperature=config.teacher_temperature
+            )
         if loss == "margin-mse":
             return st.MarginMSELoss(model)
     else:
@@ -51,7 +53,10 @@ def build_loss(config: TrainConfig, model: Any) -> Any:
 
         if loss == "kl":
             return mv.MultiVectorDistillKLDivLoss(
-                model, temperature=config.temperature, mini_batch_size=config.mini_batch_size
+                model,
+                temperature=config.temperature,
+                teacher_temperature=config.teacher_temperature,
+                mini_batch_size=config.mini_batch_size,
             )
         if loss == "contrastive":
             return mv.MultiVectorMultipleNegativesRankingLoss(model, gather_across_devices=config.gather_across_devices)

@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,8 @@ from mbret.errors import MbretError
 from mbret.io import atomic_file, atomic_new_dir
 from mbret.training.data import Example, _read_examples, detect_format
 
+CACHE_LIMIT = 200_000  # texts whose dense-teacher vectors are kept
+
 
 @dataclass
 class Teacher:
@@ -31,6 +33,7 @@ class Teacher:
     name: str
     kind: str  # cross-encoder | dense
     model: Any
+    _cache: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def load(cls, name: str, device: str | None = None) -> Teacher:
@@ -58,11 +61,26 @@ class Teacher:
         if not pairs:
             return []
         if self.kind == "dense":
-            queries = self.model.encode_queries([q for q, _ in pairs], batch_size=batch_size)
-            docs = self.model.encode_corpus([d for _, d in pairs], batch_size=batch_size, show_progress=False)
+            queries = self._vectors([q for q, _ in pairs], "query", batch_size)
+            docs = self._vectors([d for _, d in pairs], "document", batch_size)
             return [float(v) for v in (queries * docs).sum(axis=1)]
         scores = self.model.predict(list(pairs), batch_size=batch_size, show_progress_bar=False)
         return [float(s) for s in scores]
+
+    def _vectors(self, texts: list[str], side: str, batch_size: int) -> Any:
+        """A dense teacher's vectors, each distinct text encoded once (documents recur across rows)."""
+        import numpy as np
+
+        cache = self._cache.setdefault(side, {})
+        todo = list(dict.fromkeys(t for t in texts if t not in cache))
+        if todo:
+            encode = self.model.encode_queries if side == "query" else self.model.encode_corpus
+            kwargs = {} if side == "query" else {"show_progress": False}
+            for text, vector in zip(todo, encode(todo, batch_size=batch_size, **kwargs)):
+                if len(cache) >= CACHE_LIMIT:
+                    cache.pop(next(iter(cache)))
+                cache[text] = vector
+        return np.stack([cache[t] for t in texts])
 
 
 def score_training_file(
