@@ -98,7 +98,7 @@ def test_bad_rows_name_file_and_row(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"bad\.jsonl:2: `neg_scores` must be a list of 3 numbers"):
         load_training_data(str(write_jsonl(tmp_path / "bad.jsonl", rows)))
     (tmp_path / "broken.jsonl").write_text('{"query": "a", "positive": "b"}\n{"query": \n', encoding="utf-8")
-    with pytest.raises(InputError, match=r"broken\.jsonl:2: not valid JSON"):
+    with pytest.raises(InputError, match=r"broken\.jsonl:2: invalid JSON"):
         load_training_data(str(tmp_path / "broken.jsonl"))
     write_jsonl(tmp_path / "nopos.jsonl", [{"query": "a", "negative": "b"}])
     with pytest.raises(InputError, match=r"nopos\.jsonl:1: needs a query and a positive"):

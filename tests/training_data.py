@@ -95,13 +95,8 @@ def synthetic_beir(path: Path, n_queries: int = 24) -> Path:
         qid = f"q{i}"
         queries[qid] = " ".join(rng.sample(TOPICS[topic].split(), 2))
         (train if i < n_queries * 2 // 3 else test)[qid] = {f"{topic}{i % 4}": 1}
-    (path / "qrels").mkdir(parents=True, exist_ok=True)
-    write_jsonl(path / "corpus.jsonl", [{"_id": k, **v} for k, v in corpus.items()])
-    write_jsonl(path / "queries.jsonl", [{"_id": k, "text": v} for k, v in queries.items()])
-    for split, qrels in (("train", train), ("test", test)):
-        with open(path / "qrels" / f"{split}.tsv", "w", encoding="utf-8") as fh:
-            fh.write("query-id\tcorpus-id\tscore\n")
-            for qid, docs in qrels.items():
-                for doc, grade in docs.items():
-                    fh.write(f"{qid}\t{doc}\t{grade}\n")
+    from .conftest import write_beir
+
+    write_beir(path, corpus, queries, train, split="train")
+    write_beir(path, corpus, queries, test, split="test")
     return path

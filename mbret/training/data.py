@@ -16,7 +16,6 @@ Shapes:
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -310,23 +309,12 @@ def _rows(path: Path, limit: int | None = None) -> Iterator[tuple[tuple[Path | s
                 return
             yield (path, i + 1), row
         return
-    count = 0
-    with open(path, encoding="utf-8-sig") as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(path, number, f"not valid JSON ({exc.msg})") from None
-            except UnicodeDecodeError:
-                raise InputError(path, number, "not UTF-8 text") from None
-            if not isinstance(row, dict):
-                raise InputError(path, number, "expected a JSON object")
-            yield (path, number), row
-            count += 1
-            if limit is not None and count >= limit:
-                return
+    from mbret.eval.data import iter_jsonl
+
+    for count, (number, row) in enumerate(iter_jsonl(path), start=1):
+        yield (path, number), row
+        if limit is not None and count >= limit:
+            return
 
 
 def _first_key(row: dict[str, Any], keys: tuple[str, ...]) -> Any:
