@@ -70,8 +70,9 @@ def train(config: TrainConfig) -> TrainResult:
     checkpoints = output / "checkpoints"
     if checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*")) and not config.resume:
         raise MbretError(f"--output {output}: holds checkpoints of an earlier run; pass --resume to continue it")
-    if config.resume and not any(checkpoints.glob("checkpoint-*")):
-        raise MbretError(f"--resume: no checkpoint in {checkpoints} to continue from")
+    resume_from = last_complete_checkpoint(checkpoints) if config.resume else None
+    if config.resume and resume_from is None:
+        raise MbretError(f"--resume: no complete checkpoint in {checkpoints} to continue from")
     output.mkdir(parents=True, exist_ok=True)
     (output / "train_config.yaml").write_text(describe(config) + "\n", encoding="utf-8")
 
@@ -88,7 +89,7 @@ def train(config: TrainConfig) -> TrainResult:
     trainer = trainer_class(model=model, args=args, train_dataset=data.dataset, loss=loss, callbacks=callbacks)
     _reset_peak_memory()
     start = time.perf_counter()
-    state = trainer.train(resume_from_checkpoint=True if config.resume else None)
+    state = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     seconds = time.perf_counter() - start
     final = output / "final"
     if trainer.is_world_process_zero():
@@ -111,7 +112,8 @@ def train(config: TrainConfig) -> TrainResult:
                 "steps": result.steps,
                 "seconds": round(seconds, 2),
                 "samples_per_second": result.samples_per_second,
-                "effective_batch_size": config.effective_batch_size,
+                "effective_batch_size": config.effective_batch_size * trainer.args.world_size,
+                "world_size": trainer.args.world_size,
                 "loss": config.resolved_loss(),
                 "losses": result.losses,
                 "evals": result.evals,
@@ -120,6 +122,21 @@ def train(config: TrainConfig) -> TrainResult:
             },
         )
     return result
+
+
+def last_complete_checkpoint(checkpoints: Path) -> Path | None:
+    """The newest checkpoint whose save finished. A kill during a save leaves a newer directory without its
+    trainer state; the trainer would pick that one and fail, so it is moved aside (kept, renamed)."""
+    found = sorted(
+        (p for p in checkpoints.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+        key=lambda p: int(p.name.split("-")[-1]),
+    )
+    for path in reversed(found):
+        if (path / "trainer_state.json").is_file():
+            return path
+        logger.warning("%s was being written when the run stopped; moving it aside", path)
+        path.rename(path.with_name(f"incomplete-{path.name}-{int(time.time())}"))
+    return None
 
 
 def _trainer_class(mode: str) -> Any:
