@@ -54,7 +54,6 @@ class TrainConfig:
     seed: int = 0
     device: str | None = None
     resume: bool = False
-    dataset_source: str | None = None  # provenance notes for presets (informational)
     notes: list[str] = field(default_factory=list)
 
     @property

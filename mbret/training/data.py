@@ -270,15 +270,6 @@ def _load_beir_pairs(source: str, split: str, max_samples: int | None) -> Traini
     return TrainingData(table, "beir", 0, False, source)
 
 
-def beir_train_pairs(source: str, split: str = "train") -> tuple[list[tuple[str, str]], dict[str, dict[str, str]]]:
-    """(query id, positive doc id) pairs from a BEIR split's qrels, and the corpus: what mining starts from."""
-    from mbret.eval.data import load_dataset
-
-    dataset = load_dataset(source, split=split)
-    pairs = [(qid, doc) for qid, judged in dataset.qrels.items() for doc, grade in judged.items() if grade > 0]
-    return pairs, dataset.corpus
-
-
 # -- reading rows -----------------------------------------------------------------------------------------
 def _source_rows(source: str) -> Iterator[tuple[tuple[Path | str, int | None], dict[str, Any]]]:
     if source.startswith("hf:"):

@@ -98,4 +98,4 @@ _NOTES = [
 def get_preset(name: str) -> dict[str, Any]:
     if name not in PRESETS:
         raise MbretError(f"--preset {name}: choose one of {', '.join(PRESETS)}")
-    return {**PRESETS[name], "notes": list(_NOTES), "dataset_source": PRESETS[name]["data"]}
+    return {**PRESETS[name], "notes": list(_NOTES)}

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -268,8 +267,3 @@ def _peak_memory_mb() -> float | None:
     if torch.cuda.is_available():
         return torch.cuda.max_memory_allocated() / 2**20
     return None
-
-
-def remove_checkpoints(output: str | Path) -> None:
-    """Drop OUTPUT/checkpoints (after a finished run, when only the final model is wanted)."""
-    shutil.rmtree(Path(output) / "checkpoints", ignore_errors=True)
