@@ -201,34 +201,20 @@ def test_eval_data_is_evaluated_during_training(tiny_model: str, tmp_path: Path)
     assert all(0.0 <= e["ndcg@10"] <= 1.0 for e in result.evals)
 
 
+def _dense_train_args(model: str, data: Path, out: Path, max_steps: int, save_steps: int = 100) -> list[str]:
+    """`mbret train` arguments for a small dense run of the tiny model on CPU (mnrl, batches of 4)."""
+    return [
+        "train", "--mode", "dense", "--model", model, "--data", str(data), "--output", str(out),
+        "--batch-size", "4", "--max-steps", str(max_steps), "--save-steps", str(save_steps),
+        "--device", "cpu", "--loss", "mnrl",
+    ]  # fmt: skip
+
+
 def test_kill_and_resume(tiny_model: str, tmp_path: Path) -> None:
     """A run killed after its first checkpoints continues from the last one and ends where a clean run would."""
     data = write_flag(tmp_path / "train.jsonl", n=64)
     out = tmp_path / "run"
-    command = [
-        sys.executable,
-        "-m",
-        "mbret.cli",
-        "train",
-        "--mode",
-        "dense",
-        "--model",
-        tiny_model,
-        "--data",
-        str(data),
-        "--output",
-        str(out),
-        "--batch-size",
-        "4",
-        "--max-steps",
-        "400",
-        "--save-steps",
-        "3",
-        "--device",
-        "cpu",
-        "--loss",
-        "mnrl",
-    ]
+    command = [sys.executable, "-m", "mbret.cli", *_dense_train_args(tiny_model, data, out, 400, save_steps=3)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 240
@@ -244,8 +230,8 @@ def test_kill_and_resume(tiny_model: str, tmp_path: Path) -> None:
     )
     assert saved and saved[-1] >= 6  # complete checkpoints; a newer one may be half-written
     # continuing a run needs --resume; without it the directory is refused rather than overwritten
-    target = saved[-1] + 6
-    rerun = command[:-4] + ["--max-steps", str(target), "--loss", "mnrl"]
+    target = saved[-1] + 10  # losses are logged every 10 steps: one falls inside the resumed part
+    rerun = [sys.executable, "-m", "mbret.cli", *_dense_train_args(tiny_model, data, out, target, save_steps=3)]
     fresh = subprocess.run(rerun, cwd=REPO, env=env, capture_output=True, text=True)
     assert fresh.returncode == 2 and "--resume" in fresh.stderr
     resumed = subprocess.run(rerun + ["--resume"], cwd=REPO, env=env, capture_output=True, text=True)
@@ -319,37 +305,8 @@ def test_runs_under_torchrun_with_negatives_gathered_across_processes(tiny_model
     """Two CPU processes (gloo DDP) train one model; only rank 0 writes the log and the final model."""
     data = write_flag(tmp_path / "train.jsonl", n=32)
     out = tmp_path / "ddp"
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        "29517",
-        "-m",
-        "mbret.cli",
-        "train",
-        "--mode",
-        "dense",
-        "--model",
-        tiny_model,
-        "--data",
-        str(data),
-        "--output",
-        str(out),
-        "--batch-size",
-        "4",
-        "--max-steps",
-        "3",
-        "--save-steps",
-        "100",
-        "--device",
-        "cpu",
-        "--loss",
-        "mnrl",
-        "--gather-across-devices",
-    ]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517"]
+    command = [*launcher, "-m", "mbret.cli", *_dense_train_args(tiny_model, data, out, 3), "--gather-across-devices"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
