@@ -276,11 +276,38 @@ def compact(index_dir: Annotated[Path, typer.Argument(metavar="DIR", help="Index
 @app.command(name="eval")
 def eval_command(
     data: Annotated[
-        str,
+        str | None,
         typer.Argument(
-            metavar="DATA", help="BEIR directory, irds:<id> (e.g. irds:beir/scifact/test) or hf:<owner/name>."
+            metavar="[DATA]",
+            help="BEIR directory, irds:<id> (e.g. irds:beir/scifact/test) or hf:<owner/name>; omit with --suite.",
         ),
-    ],
+    ] = None,
+    suite: Annotated[
+        str | None,
+        typer.Option(
+            "--suite",
+            help="Score a whole suite instead of DATA: beir, beir-dev4, mldr, codesearchnet, stackqa, paper, "
+            "or a suite YAML file of local directories. Prints the paper's Table 1 numbers beside ours.",
+        ),
+    ] = None,
+    paper_model: Annotated[
+        str | None,
+        typer.Option(
+            "--paper-model",
+            help="--suite: the paper row to compare with (modernbert-base, modernbert-large, bert-base); "
+            "default: guessed from the model name.",
+        ),
+    ] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option("--data-dir", help="--suite: local BEIR directories named as the registry (DIR/scifact, ...)."),
+    ] = None,
+    save_index: Annotated[
+        bool, typer.Option("--save-index", help="--suite: keep each dataset's index in OUTPUT/<dataset>/index.")
+    ] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="--suite: reuse datasets already scored in OUTPUT by the same weights.")
+    ] = False,
     model: ModelOpt = None,
     mode: ModeOpt = "dense",
     index_dir: Annotated[
@@ -312,6 +339,9 @@ def eval_command(
     """Score a model on a dataset (NDCG@10, Recall@100, MRR@10 by default) and print a table.
 
     Example: mbret eval ../shared/data/beir/scifact --model minilm --output runs/scifact-minilm
+
+    Suites: mbret eval --suite beir-dev4 --model M --mode colbert --output runs/dev4 (conventions per
+    dataset from the registry, the paper's numbers beside ours; `mbret report runs/dev4` charts it).
     """
     from mbret.eval.data import load_dataset
     from mbret.eval.metrics import parse_metric
@@ -324,6 +354,35 @@ def eval_command(
     metric_names = [m.strip() for m in metrics.split(",") if m.strip()]
     for name in metric_names:
         parse_metric(name)
+    search_params = PlaidSearchParams(n_ivf_probe, centroid_score_threshold, n_candidates, n_full_scores)
+    if suite is not None:
+        if data is not None or index_dir is not None:
+            raise MbretError("--suite takes no DATA and no --index: it builds an index per dataset")
+        if model is None:
+            raise MbretError("--suite needs --model")
+        _eval_suite(
+            suite,
+            model=model,
+            mode=mode,
+            index_type=index_type,
+            index_params=_index_params(index_type or "", None, nbits, None, None, None, None),
+            search_params=search_params,
+            metrics=tuple(metric_names),
+            output=output,
+            paper_model=paper_model,
+            data_dir=data_dir,
+            save_index=save_index,
+            resume=resume,
+            batch_size=batch_size,
+            device=device,
+            dtype=dtype,
+            max_length=max_length,
+            query_length=query_length,
+            document_length=document_length,
+        )
+        return
+    if data is None:
+        raise MbretError("give DATA (a BEIR directory or dataset id) or --suite NAME")
     dataset = load_dataset(data, split=split)
     retriever = None
     if index_dir is not None:
@@ -342,7 +401,7 @@ def eval_command(
         query_length=query_length,
         document_length=document_length,
         index_params=_index_params(index_type or "", None, nbits, None, None, None, None),
-        search_params=PlaidSearchParams(n_ivf_probe, centroid_score_threshold, n_candidates, n_full_scores),
+        search_params=search_params,
         metrics=metric_names,
         ignore_identical_ids=not keep_identical_ids,
         batch_size=batch_size,
@@ -357,6 +416,37 @@ def eval_command(
         f"{result.num_queries} queries, {result.num_docs} docs, {result.timings['total_s']:.1f}s"
         + (f"; wrote {output}/results.json and run.trec" if output else "")
     )
+
+
+def _eval_suite(suite: str, output: Path | None, **settings: object) -> None:
+    from mbret.eval.registry import resolve_suite
+    from mbret.eval.suite import SuiteOptions, check_output, format_comparison, run_suite
+
+    output = check_output(output)
+    resolved = resolve_suite(suite)
+    options = SuiteOptions(**settings)  # type: ignore[arg-type]
+    typer.echo(f"suite {resolved.name}: {', '.join(s.name for s in resolved.datasets)}")
+    summary = run_suite(resolved, options, output, echo=lambda line: typer.echo(line, err=True))
+    typer.echo(format_comparison(summary))
+    typer.echo(f"{summary['timings']['total_s']:.1f}s; wrote {output}/results.json (and one directory per dataset)")
+
+
+@app.command()
+def report(
+    results: Annotated[
+        list[Path], typer.Argument(metavar="RESULTS_DIR...", help="Directories written by `mbret eval --output`.")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where report.md and report.png go.")] = Path("report"),
+) -> None:
+    """Compare runs: a markdown table (printed and saved) and a bar chart PNG of NDCG@10, paper numbers beside.
+
+    Example: mbret report runs/dense-scifact runs/colbert-scifact --out runs/report
+    """
+    from mbret.eval.report import write_report
+
+    md, png, table = write_report(list(results), out)
+    typer.echo(table)
+    typer.echo(f"wrote {md} and {png}")
 
 
 # -- training ---------------------------------------------------------------------------------------------

@@ -86,3 +86,34 @@ def cli(capsys: pytest.CaptureFixture[str]):
         return CliResult(code, captured.out, captured.err)
 
     return invoke
+
+
+SCIFACT_SUITE = REPO / "examples" / "suites" / "scifact.yaml"
+
+
+def _run_cli(*args: str | Path) -> None:
+    from mbret.cli import run
+
+    code = run([str(a) for a in args])
+    assert code == 0, f"mbret {' '.join(map(str, args))} exited {code}"
+
+
+@pytest.fixture(scope="session")
+def scifact_dense_suite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`mbret eval --suite examples/suites/scifact.yaml --model minilm` (dense), run once per session."""
+    assert SCIFACT.is_dir(), f"{SCIFACT} is missing: CI and sessions have ../shared/data beside the repo"
+    out = tmp_path_factory.mktemp("suite") / "dense"
+    _run_cli("eval", "--suite", SCIFACT_SUITE, "--model", "minilm", "--output", out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def scifact_colbert_suite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same suite with the ColBERT head over MiniLM, exact MaxSim, index kept for the PLAID fidelity check."""
+    assert SCIFACT.is_dir(), f"{SCIFACT} is missing: CI and sessions have ../shared/data beside the repo"
+    out = tmp_path_factory.mktemp("suite") / "colbert"
+    _run_cli(
+        "eval", "--suite", SCIFACT_SUITE, "--model", "minilm", "--mode", "colbert", "--index-type", "exact",
+        "--output", out, "--save-index",
+    )  # fmt: skip
+    return out

@@ -9,6 +9,7 @@ from typing import Any
 
 import mbret
 from mbret.eval.data import Dataset
+from mbret.eval.manifest import run_manifest
 from mbret.eval.metrics import DEFAULT_METRICS, drop_identical_ids, evaluate_run
 from mbret.indexes import PlaidSearchParams
 from mbret.io import atomic_file, write_json_atomic
@@ -77,6 +78,7 @@ def evaluate(
     document_length: int | None = None,
     index_params: dict[str, Any] | None = None,
     search_params: PlaidSearchParams | None = None,
+    manifest: dict[str, Any] | None = None,
 ) -> EvalResult:
     """Score a retriever (dense or colbert) on `dataset`; builds one from `model` unless `retriever` is given."""
     from mbret.eval.metrics import parse_metric
@@ -116,7 +118,7 @@ def evaluate(
     run = {qid: dict(sorted(docs.items(), key=lambda it: (-it[1], it[0]))[:depth]) for qid, docs in run.items()}
     means, per_query = evaluate_run(dataset.qrels, run, metrics)
     timings["total_s"] = time.perf_counter() - start
-    manifest = retriever.manifest()
+    index_manifest = retriever.manifest()
     return EvalResult(
         dataset=dataset.name,
         split=dataset.split,
@@ -129,17 +131,18 @@ def evaluate(
         run=run,
         per_query=per_query,
         settings={
-            "index_type": manifest.index_type,
+            "index_type": index_manifest.index_type,
             "index_params": retriever.index.params,
-            "max_length": manifest.max_length,
+            "max_length": index_manifest.max_length,
             "batch_size": batch_size,
             "depth": depth,
             "ignore_identical_ids": ignore_identical_ids,
-            "query_prompt": manifest.query_prompt,
-            "document_prompt": manifest.document_prompt,
-            "query_length": manifest.query_length,
-            "document_length": manifest.document_length,
+            "query_prompt": index_manifest.query_prompt,
+            "document_prompt": index_manifest.document_prompt,
+            "query_length": index_manifest.query_length,
+            "document_length": index_manifest.document_length,
             "device": str(retriever.encoder.device),
+            "manifest": manifest or run_manifest(retriever.encoder, seed=getattr(retriever.encoder, "seed", 0)),
         },
     )
 

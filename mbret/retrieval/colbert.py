@@ -80,6 +80,17 @@ def _build_colbert_pipeline(
     )
 
 
+def _set_lengths(mve: Any, query_length: int | None, document_length: int | None) -> None:
+    transformer = mve[0]
+    if document_length is not None:
+        transformer.document_length = document_length
+    if query_length is not None:
+        expansion = dict(transformer.query_expansion or {"strategy": "fixed", "attend": False})
+        expansion["length"] = query_length
+        transformer.query_length = query_length
+        transformer.query_expansion = expansion
+
+
 @dataclass
 class ColBERTEncoder:
     """Queries and documents to bags of unit-norm token vectors, scored by MaxSim."""
@@ -108,16 +119,9 @@ class ColBERTEncoder:
         try:
             if is_multivector_checkpoint(path):
                 mve = MultiVectorEncoder(path, device=device, model_kwargs=model_kwargs(device, dtype))
-                transformer = mve[0]
-                if document_length is not None:
-                    transformer.document_length = document_length
-                elif transformer.document_length is None:
-                    transformer.document_length = DEFAULT_DOCUMENT_LENGTH
-                if query_length is not None:
-                    expansion = dict(transformer.query_expansion or {"strategy": "fixed", "attend": False})
-                    expansion["length"] = query_length
-                    transformer.query_length = query_length
-                    transformer.query_expansion = expansion
+                if mve[0].document_length is None:
+                    mve[0].document_length = DEFAULT_DOCUMENT_LENGTH
+                _set_lengths(mve, query_length, document_length)
             else:
                 mve = _build_colbert_pipeline(
                     path,
@@ -137,6 +141,20 @@ class ColBERTEncoder:
     @property
     def dimension(self) -> int:
         return int(self.model.get_embedding_dimension())
+
+    @property
+    def max_position(self) -> int | None:
+        """The backbone's position limit: the longest query or document it can take."""
+        return getattr(self.model[0].auto_model.config, "max_position_embeddings", None)
+
+    def set_lengths(self, query_length: int | None = None, document_length: int | None = None) -> None:
+        """Change the query expansion length and the document truncation length (None keeps one as is)."""
+        for flag, value in (("--query-length", query_length), ("--document-length", document_length)):
+            if value is not None:
+                check_max_length(value, self.max_position)
+                if value < 1:
+                    raise MbretError(f"{flag} {value}: must be positive")
+        _set_lengths(self.model, query_length, document_length)
 
     @property
     def query_length(self) -> int:
