@@ -33,10 +33,13 @@ ModelOpt = Annotated[
 ModeOpt = Annotated[str, typer.Option("--mode", help="Retrieval head: dense (one vector) or colbert (one per token).")]
 IndexTypeOpt = Annotated[
     str | None,
-    typer.Option("--index-type", help="dense: flat (exact, default), hnsw, ivfpq; colbert: exact (default)."),
+    typer.Option("--index-type", help="dense: flat (exact, default), hnsw, ivfpq; colbert: plaid (default), exact."),
 ]
 QueryLenOpt = Annotated[
-    int | None, typer.Option("--query-length", help="colbert: query tokens after [MASK] expansion (default 32).")
+    int | None,
+    typer.Option(
+        "--query-length", help="colbert: query tokens after [MASK] expansion (default 32; --suite: the registry's)."
+    ),
 ]
 NbitsOpt = Annotated[int, typer.Option("--nbits", help="plaid: bits per dimension of residuals (1, 2, 4, 8).")]
 ProbeOpt = Annotated[
@@ -53,7 +56,10 @@ FullScoresOpt = Annotated[
     int | None,
     typer.Option("--n-full-scores", help="plaid: docs decompressed for exact MaxSim (default n-candidates/4)."),
 ]
-DocLenOpt = Annotated[int | None, typer.Option("--document-length", help="colbert: max document tokens (default 300).")]
+DocLenOpt = Annotated[
+    int | None,
+    typer.Option("--document-length", help="colbert: max document tokens (default 300; --suite: the registry's)."),
+]
 BatchOpt = Annotated[int, typer.Option("--batch-size", help="Texts per forward pass.")]
 MaxLenOpt = Annotated[
     int | None, typer.Option("--max-length", help="Max tokens per text (up to 8192); default: the model's own.")

@@ -148,8 +148,9 @@ def test_download_is_cached_verified_and_refetched_when_corrupt(
     corpus_file = cached / "corpus.jsonl"
     corpus_file.write_bytes(corpus_file.read_bytes()[:-20])  # truncated
     caplog.clear()
-    with caplog.at_level(logging.WARNING), pytest.raises(MbretError, match="no source could be loaded"):
+    with caplog.at_level(logging.WARNING), pytest.raises(MbretError, match="no source could be loaded") as info:
         load_spec(spec_offline, cache=cache)
+    assert "corpus.jsonl does not match its recorded SHA-256" in str(info.value)
     assert "does not match its recorded SHA-256" in caplog.text
     monkeypatch.setenv("MBRET_HF_MIRROR", str(mirror))
     assert load_spec(spec_offline, cache=cache).corpus == first.corpus  # fetched again and re-verified
@@ -205,6 +206,8 @@ def test_yaml_suite_dense_colbert_resume_and_report(tmp_path: Path, cli, tiny_mo
 
     again = cli("eval", "--suite", suite, "--model", tiny_model, "--output", dense_out, "--resume")
     assert again.code == 0 and "scifact: reusing" in again.err
+    changed = cli("eval", "--suite", suite, "--model", tiny_model, "-o", dense_out, "--resume", "--max-length", "32")
+    assert changed.code == 0 and "reusing" not in changed.err  # another length is another run
 
     colbert_out = tmp_path / "colbert"
     result = cli(

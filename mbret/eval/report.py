@@ -115,35 +115,58 @@ def bar_chart(runs: list[RunRows], path: str | Path, title: str = "NDCG@10") -> 
         style = {"color": "white", "edgecolor": colors[(len(runs) + j) % 10], "hatch": "///", "linewidth": 1.2}
         series.append((label, [values.get(d) for d in datasets], style))
     width = 0.8 / len(series)
-    fig_width = max(6.0, 0.9 * len(datasets) * len(series) + 2.0)
-    fig, ax = plt.subplots(figsize=(min(fig_width, 40.0), 4.8), dpi=120)
+    horizontal = len(datasets) > 6  # many datasets read better down the page
+    per_group = 0.28 * len(series) + 0.3
+    if horizontal:
+        fig, ax = plt.subplots(figsize=(9.0, min(per_group * len(datasets) + 1.5, 60.0)), dpi=110, layout="constrained")
+    else:
+        fig, ax = plt.subplots(
+            figsize=(max(6.0, per_group * len(datasets) * 1.6 + 2.0), 4.8), dpi=120, layout="constrained"
+        )
     for k, (label, values, style) in enumerate(series):
-        xs = [i - 0.4 + width * (k + 0.5) for i in range(len(datasets))]
-        heights = [v if v is not None else 0.0 for v in values]
-        bars = ax.bar(xs, heights, width=width * 0.95, label=label, **style)
+        offset = width * (k + 0.5) - 0.4
+        positions = [i + offset for i in range(len(datasets))]  # first series on the left / on top
+        sizes = [v if v is not None else 0.0 for v in values]
+        if horizontal:
+            bars = ax.barh(positions, sizes, height=width * 0.95, label=label, **style)
+        else:
+            bars = ax.bar(positions, sizes, width=width * 0.95, label=label, **style)
         for bar, value in zip(bars, values):
-            if value is not None:
-                ax.annotate(
-                    f"{value:.3f}",
-                    (bar.get_x() + bar.get_width() / 2, value),
-                    ha="center",
-                    va="bottom",
-                    fontsize=7,
-                    rotation=90 if len(series) > 3 else 0,
-                    xytext=(0, 2),
-                    textcoords="offset points",
-                )
-    ax.set_xticks(range(len(datasets)))
-    ax.set_xticklabels(datasets, rotation=30 if len(datasets) > 4 else 0, ha="right" if len(datasets) > 4 else "center")
-    ax.set_ylabel(title)
+            if value is None:
+                continue
+            if horizontal:
+                xy, offset_pts, align = (value, bar.get_y() + bar.get_height() / 2), (3, 0), {"va": "center"}
+            else:
+                xy, offset_pts, align = (bar.get_x() + bar.get_width() / 2, value), (0, 2), {"ha": "center"}
+            ax.annotate(
+                f"{value:.3f}",
+                xy,
+                xytext=offset_pts,
+                textcoords="offset points",
+                fontsize=7,
+                rotation=90 if not horizontal and len(series) > 3 else 0,
+                **({"ha": "left", **align} if horizontal else {"va": "bottom", **align}),
+            )
     top = max((v for _, values, _ in series for v in values if v is not None), default=1.0)
-    ax.set_ylim(0, min(1.0, top * 1.2) if top > 0 else 1.0)
+    limit = min(1.0, top * 1.15) if top > 0 else 1.0
+    if horizontal:
+        ax.set_yticks(range(len(datasets)))
+        ax.set_yticklabels(datasets)
+        ax.set_ylim(len(datasets) - 0.5, -0.5)  # first dataset on top, no empty margin
+        ax.set_xlabel(title)
+        ax.set_xlim(0, limit)
+        ax.grid(axis="x", alpha=0.3)
+    else:
+        ax.set_xticks(range(len(datasets)))
+        ax.set_xticklabels(
+            datasets, rotation=20 if len(datasets) > 3 else 0, ha="right" if len(datasets) > 3 else "center"
+        )
+        ax.set_ylabel(title)
+        ax.set_ylim(0, limit)
+        ax.grid(axis="y", alpha=0.3)
     ax.set_title(f"{title} by dataset")
-    ax.grid(axis="y", alpha=0.3)
     ax.set_axisbelow(True)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18 if len(datasets) > 4 else -0.1), ncol=min(len(series), 3),
-              fontsize=8, frameon=False)  # fmt: skip
-    fig.tight_layout()
+    fig.legend(loc="outside lower center", ncol=2, fontsize=8, frameon=False)
     with atomic_file(path, "wb") as fh:
         fig.savefig(fh, format="png", bbox_inches="tight")
     plt.close(fig)

@@ -55,12 +55,13 @@ def _load_raw(spec: DatasetSpec, data_dir: str | Path | None, cache: str | Path 
             if candidate.is_dir() and (candidate / "corpus.jsonl").is_file():
                 return load_beir_dir(candidate, split=spec.split)
     target = Path(cache or datasets_cache()) / spec.name / spec.split
+    failures: list[str] = []
     if (target / SOURCE_FILE).is_file():
         problem = verify_cached(target)
         if problem is None:
             return load_beir_dir(target, split=spec.split)
         logger.warning("%s: %s; fetching it again", target, problem)
-    failures: list[str] = []
+        failures.append(f"cache {target}: {problem}")
     for source in spec.hub:
         try:
             dataset = fetch_hub(source, spec.split, Path(cache or datasets_cache()) / "hf")

@@ -60,21 +60,41 @@ class SuiteOptions:
     show_progress: bool = True
 
 
-def _lengths(encoder: DenseEncoder | ColBERTEncoder, spec: DatasetSpec, options: SuiteOptions, own: int) -> dict:
-    """Set the encoder's lengths for one dataset; returns what was used and what the registry asked for."""
-    if isinstance(encoder, ColBERTEncoder):
+def dataset_lengths(mode: str, spec: DatasetSpec, options: SuiteOptions, own: int) -> dict[str, Any]:
+    """The lengths one dataset runs at: flags, else the registry's capped at the model's limit `own`."""
+    if mode == "colbert":
         asked = {"query_length": spec.lengths.colbert_query, "document_length": spec.lengths.colbert_document}
         used = {
             "query_length": options.query_length or min(asked["query_length"], own),
             "document_length": options.document_length or min(asked["document_length"], own),
         }
-        encoder.set_lengths(used["query_length"], used["document_length"])
     else:
         asked = {"max_length": spec.lengths.dense}  # None: the model's own, as MTEB
         used = {"max_length": options.max_length or min(asked["max_length"] or own, own)}
-        encoder.model.max_seq_length = used["max_length"]
     capped = any(asked[k] is not None and used[k] < asked[k] for k in used) and not _overridden(options)
     return {"used": used, "registry": asked, "capped_by_model": capped}
+
+
+def _apply_lengths(encoder: DenseEncoder | ColBERTEncoder, used: dict[str, int]) -> None:
+    if isinstance(encoder, ColBERTEncoder):
+        encoder.set_lengths(used["query_length"], used["document_length"])
+    else:
+        encoder.model.max_seq_length = used["max_length"]
+
+
+def _run_key(
+    manifest: dict[str, Any], options: SuiteOptions, index_type: str, spec: DatasetSpec, lengths: dict[str, Any]
+) -> dict[str, Any]:
+    """What a dataset's result depends on; `--resume` reuses a result only when all of it matches."""
+    return {
+        "weights_sha256": manifest["weights_sha256"],
+        "mode": options.mode,
+        "index_type": index_type,
+        "index_params": options.index_params,
+        "search_params": vars(options.search_params) if options.search_params else None,
+        "lengths": lengths["used"],
+        "conventions": spec.conventions(),
+    }
 
 
 def _overridden(options: SuiteOptions) -> bool:
@@ -114,13 +134,16 @@ def run_suite(
         part_results = []
         for part in parts:
             part_out = output / part.name
-            previous = _reusable(part_out, manifest, options, index_type) if options.resume else None
+            lengths = dataset_lengths(options.mode, part, options, own)
+            key = _run_key(manifest, options, index_type, part, lengths)
+            previous = _reusable(part_out, key, options.metrics) if options.resume else None
             if previous is not None:
                 echo(f"{part.name}: reusing {part_out / SUMMARY_FILE}")
                 part_results.append(previous)
                 continue
+            _apply_lengths(encoder, lengths["used"])
             part_results.append(
-                _score_one(part, encoder, options, index_type, own, manifest, paper_model, part_out, echo)
+                _score_one(part, encoder, options, index_type, lengths, key, manifest, paper_model, part_out, echo)
             )
         entry = part_results[0] if not spec.parts else _mean_of_parts(spec, part_results, output, manifest)
         per_dataset[spec.name] = entry
@@ -144,13 +167,13 @@ def _score_one(
     encoder: DenseEncoder | ColBERTEncoder,
     options: SuiteOptions,
     index_type: str,
-    own: int,
+    lengths: dict[str, Any],
+    key: dict[str, Any],
     manifest: dict[str, Any],
     paper_model: str,
     out: Path,
     echo: Callable[[str], None],
 ) -> dict[str, Any]:
-    lengths = _lengths(encoder, spec, options, own)
     dataset = load_spec(spec, data_dir=options.data_dir, cache=options.cache)
     echo(f"{spec.name}: {len(dataset.corpus)} documents, {len(dataset.queries)} queries ({spec.split})")
     retriever = Retriever.build(
@@ -172,7 +195,9 @@ def _score_one(
         manifest=manifest,
     )
     result.timings = {**{k: round(v, 3) for k, v in retriever.timings.items()}, **result.timings}
-    result.settings.update({"conventions": spec.conventions(), "lengths": lengths, "paper_model": paper_model})
+    result.settings.update(
+        {"conventions": spec.conventions(), "lengths": lengths, "paper_model": paper_model, "run_key": key}
+    )
     result.dataset = spec.name
     result.save(out)
     if options.save_index:
@@ -200,19 +225,14 @@ def _entry(result: dict[str, Any]) -> dict[str, Any]:
     return entry
 
 
-def _reusable(out: Path, manifest: dict[str, Any], options: SuiteOptions, index_type: str) -> dict[str, Any] | None:
-    """A dataset result from an earlier run of the same weights, mode and index type, if there is one."""
+def _reusable(out: Path, key: dict[str, Any], metrics: tuple[str, ...]) -> dict[str, Any] | None:
+    """A dataset result from an earlier run with the same run key (weights, mode, index, lengths ...)."""
     path = out / SUMMARY_FILE
     if not path.is_file():
         return None
     try:
         result = json.loads(path.read_text(encoding="utf-8"))
-        same = (
-            result["settings"]["manifest"]["weights_sha256"] == manifest["weights_sha256"]
-            and result["mode"] == options.mode
-            and result["settings"]["index_type"] == index_type
-            and set(options.metrics) <= set(result["metrics"])
-        )
+        same = result["settings"]["run_key"] == json.loads(json.dumps(key)) and set(metrics) <= set(result["metrics"])
     except (ValueError, KeyError, TypeError):
         return None
     return _entry(result) if same else None
