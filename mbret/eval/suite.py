@@ -176,6 +176,7 @@ def _score_one(
 ) -> dict[str, Any]:
     dataset = load_spec(spec, data_dir=options.data_dir, cache=options.cache)
     echo(f"{spec.name}: {len(dataset.corpus)} documents, {len(dataset.queries)} queries ({spec.split})")
+    start = time.perf_counter()
     retriever = Retriever.build(
         dataset.corpus,
         encoder,
@@ -194,7 +195,8 @@ def _score_one(
         search_params=options.search_params,
         manifest=manifest,
     )
-    result.timings = {**{k: round(v, 3) for k, v in retriever.timings.items()}, **result.timings}
+    total = time.perf_counter() - start  # encoding, indexing, search and scoring
+    result.timings = {**{k: round(v, 3) for k, v in retriever.timings.items()}, "total_s": round(total, 3)}
     result.settings.update(
         {"conventions": spec.conventions(), "lengths": lengths, "paper_model": paper_model, "run_key": key}
     )
