@@ -366,6 +366,11 @@ def eval_command(
             raise MbretError("--suite takes no DATA and no --index: it builds an index per dataset")
         if model is None:
             raise MbretError("--suite needs --model")
+        if keep_identical_ids or split != "test":
+            raise MbretError(
+                "--suite takes split and identical-id policy per dataset from the registry; "
+                "set `split:` or `ignore_identical_ids:` in a suite YAML instead"
+            )
         _eval_suite(
             suite,
             model=model,

@@ -283,7 +283,14 @@ def test_suite_input_errors(tmp_path: Path, cli, tiny_model: str) -> None:
     assert result.code == 2 and "choose one of beir, beir-dev4" in result.err
     result = cli("eval", "--suite", "beir", "--model", tiny_model)
     assert result.code == 2 and "--output" in result.err
+    result = cli("eval", "--suite", "beir", "--model", tiny_model, "-o", tmp_path / "o", "--keep-identical-ids")
+    assert result.code == 2 and "ignore_identical_ids" in result.err
     assert not (tmp_path / "o").exists()
+    ok = tmp_path / "ok.yaml"
+    ok.write_text(f"datasets:\n  - name: a\n    path: {_small_dirs(tmp_path / 'd')[0]}\n", encoding="utf-8")
+    result = cli("eval", "--suite", ok, "--model", tiny_model, "--mode", "colbert", "-o", tmp_path / "o",
+                 "--document-length", "9000")  # fmt: skip
+    assert result.code == 2 and "--document-length 9000: must be between 1 and 8192" in result.err
     with pytest.raises(MbretError):
         resolve_suite(tmp_path / "nope.yaml")
 

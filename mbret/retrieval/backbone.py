@@ -95,12 +95,12 @@ def model_kwargs(device: str, dtype: str | None = None) -> dict[str, Any]:
     return {"attn_implementation": choose_attn_implementation(device), "dtype": choose_dtype(device, dtype)}
 
 
-def check_max_length(max_length: int | None, model_limit: int | None = None) -> None:
+def check_max_length(max_length: int | None, model_limit: int | None = None, flag: str = "--max-length") -> None:
     if max_length is None:
         return
     limit = min(MAX_SUPPORTED_LENGTH, model_limit or MAX_SUPPORTED_LENGTH)
     if not 1 <= max_length <= limit:
-        raise MbretError(f"--max-length {max_length}: must be between 1 and {limit} for this model")
+        raise MbretError(f"{flag} {max_length}: must be between 1 and {limit} for this model")
 
 
 def load_backbone(model: str, device: str | None = None, dtype: str | None = None) -> tuple[Any, Any]:

@@ -150,10 +150,7 @@ class ColBERTEncoder:
     def set_lengths(self, query_length: int | None = None, document_length: int | None = None) -> None:
         """Change the query expansion length and the document truncation length (None keeps one as is)."""
         for flag, value in (("--query-length", query_length), ("--document-length", document_length)):
-            if value is not None:
-                check_max_length(value, self.max_position)
-                if value < 1:
-                    raise MbretError(f"{flag} {value}: must be positive")
+            check_max_length(value, self.max_position, flag)  # 1..the backbone's positions; None passes
         _set_lengths(self.model, query_length, document_length)
 
     @property
