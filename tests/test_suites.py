@@ -334,3 +334,15 @@ def test_docs_show_the_registry_as_it_is() -> None:
 
     docs = (REPO / "docs" / "evaluation.md").read_text(encoding="utf-8")
     assert conventions_markdown() in docs, "regenerate the table in docs/evaluation.md from conventions_markdown()"
+
+
+def test_custom_dataset_tied_to_the_registry_takes_its_paper_number(tmp_path: Path) -> None:
+    from mbret.eval.suite import compare_with_paper
+
+    a, b = _small_dirs(tmp_path / "data")
+    path = tmp_path / "s.yaml"
+    path.write_text(f"datasets:\n  - name: my-nf\n    path: {a}\n    registry: nfcorpus\n  - name: x\n    path: {b}\n")
+    suite = resolve_suite(path)
+    scores = {"my-nf": {"metrics": {"ndcg@10": 0.3}}, "x": {"metrics": {"ndcg@10": 0.5}}}
+    rows = compare_with_paper(suite, scores, "modernbert-base", "dense")["rows"]
+    assert [(r["key"], r["paper"]) for r in rows] == [("my-nf", 0.237), ("x", None)]

@@ -68,6 +68,12 @@ class DatasetSpec:
     parts: tuple[str, ...] = ()  # a dataset scored as the mean of these (CQADupStack's 12 forums)
     expected: tuple[int, int] | None = None  # (documents, judged queries), checked after a download
     local: Path | None = None  # a local BEIR directory (custom suites)
+    registry_name: str | None = None  # custom suites: the registry entry whose paper numbers apply
+
+    @property
+    def paper_key(self) -> str | None:
+        """The name the paper's numbers are filed under: the entry's own, or a custom dataset's registry tie."""
+        return self.registry_name if self.local is not None else self.name
 
     def conventions(self) -> dict[str, Any]:
         return {
@@ -304,6 +310,7 @@ def read_suite_yaml(path: str | Path) -> Suite:
                 join_title=bool(item.get("join_title", base.join_title if base else True)),
                 lengths=lengths,
                 local=local,
+                registry_name=base.name if base else None,
             )
         )
     names = [s.name for s in specs]

@@ -79,8 +79,14 @@ def evaluate(
     index_params: dict[str, Any] | None = None,
     search_params: PlaidSearchParams | None = None,
     manifest: dict[str, Any] | None = None,
+    with_manifest: bool = True,
 ) -> EvalResult:
-    """Score a retriever (dense or colbert) on `dataset`; builds one from `model` unless `retriever` is given."""
+    """Score a retriever (dense or colbert) on `dataset`; builds one from `model` unless `retriever` is given.
+
+    The result's settings carry the run manifest (versions, weights hash, ...): `manifest` if given, else
+    computed here, unless `with_manifest` is False (evaluations during training, whose weights keep moving
+    and whose results are not saved, skip hashing the whole model each time).
+    """
     from mbret.eval.metrics import parse_metric
 
     depth = k or max(max(parse_metric(m)[1] for m in metrics), 100)
@@ -142,7 +148,8 @@ def evaluate(
             "query_length": index_manifest.query_length,
             "document_length": index_manifest.document_length,
             "device": str(retriever.encoder.device),
-            "manifest": manifest or run_manifest(retriever.encoder, seed=getattr(retriever.encoder, "seed", 0)),
+            "manifest": manifest
+            or (run_manifest(retriever.encoder, seed=getattr(retriever.encoder, "seed", 0)) if with_manifest else None),
         },
     )
 

@@ -109,7 +109,7 @@ def verify_cached(directory: Path) -> str | None:
 
 
 def _cache(dataset: Dataset, spec: DatasetSpec, target: Path, source: str) -> Dataset:
-    """Write the fetched dataset as a BEIR directory with hashes, atomically, and reload it from there."""
+    """Write the fetched dataset as a BEIR directory with hashes, atomically; returns it as fetched."""
     counts = {"documents": len(dataset.corpus), "queries": len(dataset.queries)}
     if spec.expected is not None and (counts["documents"], counts["queries"]) != spec.expected:
         logger.warning(
@@ -127,7 +127,7 @@ def _cache(dataset: Dataset, spec: DatasetSpec, target: Path, source: str) -> Da
             "sha256": {name: _sha256(tmp / name) for name in _files(spec.split)},
         }
         write_json_atomic(tmp / SOURCE_FILE, record)
-    return load_beir_dir(target, split=spec.split)
+    return dataset  # already validated by dataset_from_records; re-reading the files would parse it twice
 
 
 def write_beir_files(directory: Path, dataset: Dataset, split: str) -> None:

@@ -207,7 +207,7 @@ def _score_one(
     entry = _entry(result.to_json())
     ndcg = entry["metrics"].get("ndcg@10")
     echo(f"{spec.name}: " + ", ".join(f"{k} {v:.4f}" for k, v in entry["metrics"].items()) + _paper_note(
-        ndcg, paper_value(paper_model, options.mode, spec.name)
+        ndcg, paper_value(paper_model, options.mode, spec.paper_key) if spec.paper_key else None
     ))  # fmt: skip
     return entry
 
@@ -270,13 +270,12 @@ def compare_with_paper(
     rows = []
     for spec in suite.datasets:
         ours = per_dataset[spec.name]["metrics"].get("ndcg@10")
-        key = spec.name if spec.name in REGISTRY else None
-        paper = paper_value(paper_model, mode, key) if key else None
+        paper = paper_value(paper_model, mode, spec.paper_key) if spec.paper_key else None
         rows.append(_row(spec.display, spec.name, ours, paper))
-    beir = [s for s in suite.datasets if s.family == "beir" and s.name in REGISTRY]
+    beir = [s for s in suite.datasets if s.family == "beir" and s.paper_key]
     if len(beir) > 1:
         ours_mean = sum(per_dataset[s.name]["metrics"]["ndcg@10"] for s in beir) / len(beir)
-        paper_each = [paper_value(paper_model, mode, s.name) for s in beir]
+        paper_each = [paper_value(paper_model, mode, s.paper_key) for s in beir if s.paper_key]
         if len(beir) == 15:
             paper_mean = paper_value(paper_model, mode, "beir")
         elif all(p is not None for p in paper_each):

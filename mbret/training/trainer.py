@@ -245,7 +245,9 @@ class _RetrievalEval(TrainerCallback):
             retriever = Retriever.build(
                 self.dataset.corpus, model=self.encoder, index_type=index_type, show_progress=False
             )
-            result = evaluate(self.dataset, retriever, metrics=["ndcg@10", "recall@100"], show_progress=False)
+            result = evaluate(
+                self.dataset, retriever, metrics=["ndcg@10", "recall@100"], show_progress=False, with_manifest=False
+            )
         finally:
             model.train(was_training)
         entry = {"step": float(step), **{k: float(v) for k, v in result.metrics.items()}}
