@@ -153,6 +153,27 @@ def test_exact_maxsim_matches_brute_force() -> None:
         np.testing.assert_allclose([h[1] for h in row], val.numpy(), rtol=1e-5)
 
 
+def test_exact_resident_copy_ranks_as_streamed_chunks_and_follows_updates() -> None:
+    """`resident` takes the GPU's path on the CPU: one in-memory copy gathered in place. It must rank as
+    the streamed chunks do, and an add or delete must not leave search reading a stale copy."""
+    docs = _random_docs(300, seed=3)
+    queries = [torch.nn.functional.normalize(torch.randn(8, 16), dim=-1) for _ in range(5)]
+    streamed, resident = ExactMaxSimIndex(16), ExactMaxSimIndex(16)
+    resident.resident = True
+    for index in (streamed, resident):
+        index.add([f"d{i}" for i in range(250)], docs[:250])
+    assert resident.search(queries, k=7, chunk_tokens=400) == streamed.search(queries, k=7, chunk_tokens=400)
+    assert resident._resident is not None and streamed._resident is None
+    top = resident.search(queries[:1], k=1)[0][0][0]
+    for index in (streamed, resident):
+        index.delete([top])
+        index.add([f"d{i}" for i in range(250, 300)], docs[250:])
+    after = resident.search(queries, k=7, chunk_tokens=400)
+    assert after == streamed.search(queries, k=7, chunk_tokens=400)
+    assert all(hit[0] != top for row in after for hit in row)
+    assert resident.search([docs[299]], k=1)[0][0][0] == "d299"
+
+
 def _manifest(dim: int = 16) -> Manifest:
     return Manifest(
         kind="maxsim",

@@ -59,13 +59,31 @@ class ExactMaxSimIndex(StableDocIds):
         self._chunks: list[np.ndarray] = []  # float16 (tokens, dim) arrays, appended per add
         self._lengths: list[np.ndarray] = []  # int64 token counts per document, per chunk
         self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._resident: torch.Tensor | None = None  # the token vectors in the device's memory
         self.device = torch.device("cpu")
+        self.resident = False  # on CPU too, gather from one in-memory copy (tests exercise the GPU's path)
 
     def to(self, device: str | torch.device) -> ExactMaxSimIndex:
-        """Score on `device` (e.g. "cuda"): vectors stay where they are stored (memory-mapped on the host)
-        and each chunk is copied over as it is scored."""
+        """Score on `device` (e.g. "cuda"): the float16 token vectors are copied there once when they fit
+        in half of its free memory, else each chunk is copied over from the host as it is scored."""
         self.device = torch.device(device)
+        self._resident = None
         return self
+
+    def _resident_tokens(self, tokens: torch.Tensor) -> torch.Tensor | None:
+        """The token vectors on the search device, copied once; None to stream chunks from the host."""
+        if self._resident is not None:
+            return self._resident
+        if self.device.type == "cpu":
+            if self.resident:
+                self._resident = tokens.clone()
+            return self._resident
+        if self.device.type != "cuda":
+            return None
+        free, _ = torch.cuda.mem_get_info(self.device)
+        if tokens.numel() * tokens.element_size() <= free // 2:
+            self._resident = tokens.to(self.device)
+        return self._resident
 
     @property
     def num_tokens(self) -> int:
@@ -85,11 +103,11 @@ class ExactMaxSimIndex(StableDocIds):
         if arrays:
             self._chunks.append(np.concatenate(arrays))
             self._lengths.append(np.array([len(a) for a in arrays], dtype=np.int64))
-        self._cache = None
+        self._cache = self._resident = None
 
     def delete(self, doc_ids: Sequence[str]) -> int:
         removed = self._remove_ids(doc_ids)
-        self._cache = None
+        self._cache = self._resident = None
         return len(removed)
 
     def compact(self) -> int:
@@ -100,7 +118,7 @@ class ExactMaxSimIndex(StableDocIds):
         self._chunks = [tokens.numpy()[np.repeat(live, lengths.numpy())]]
         self._lengths = [lengths.numpy()[live]]
         self._init_ids([d for d in self.doc_ids if d is not None])
-        self._cache = None
+        self._cache = self._resident = None
         return before - len(self._chunks[0])
 
     def _flat(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -120,10 +138,13 @@ class ExactMaxSimIndex(StableDocIds):
         tokens, lengths = self._flat()
         device = self.device
         if device.type != "cpu" and chunk_tokens == 32768:
-            chunk_tokens = 1 << 20  # an accelerator wants big blocks
+            chunk_tokens = 1 << 18  # an accelerator wants big blocks; 64 queries x 32 x 2^18 fp32 = 2 GiB
         live = torch.tensor([d is not None for d in self.doc_ids], dtype=torch.bool)
         offsets = torch.zeros(len(lengths) + 1, dtype=torch.int64)
         offsets[1:] = torch.cumsum(lengths, 0)
+        resident = self._resident_tokens(tokens)
+        if resident is not None:  # gather each chunk where the vectors live: nothing crosses the bus
+            offsets_at, lengths_at = offsets.to(resident.device), lengths.to(resident.device)
         padded_queries = pad_queries(queries, self.dimension).to(device)
         nq = len(queries)
         best_scores = torch.full((nq, 0), float("-inf"), device=device)
@@ -137,8 +158,12 @@ class ExactMaxSimIndex(StableDocIds):
             ):
                 longest = max(longest, int(lengths[end]))
                 end += 1
-            rows = padded_rows(offsets[start:end], lengths[start:end]).clamp_max(max(len(tokens) - 1, 0))
-            docs = tokens[rows].to(device, non_blocking=True).float()
+            if resident is not None:
+                rows = padded_rows(offsets_at[start:end], lengths_at[start:end]).clamp_max(max(len(tokens) - 1, 0))
+                docs = resident[rows].float()
+            else:
+                rows = padded_rows(offsets[start:end], lengths[start:end]).clamp_max(max(len(tokens) - 1, 0))
+                docs = tokens[rows].to(device, non_blocking=True).float()
             doc_lengths = lengths[start:end].to(device)
             scores = torch.cat(
                 [
