@@ -140,12 +140,23 @@ def _random_docs(n: int, dim: int = 16, seed: int = 0) -> list[torch.Tensor]:
     return [torch.nn.functional.normalize(torch.randn(int(m), dim, generator=g), dim=-1) for m in lengths]
 
 
-def test_exact_maxsim_matches_brute_force() -> None:
+@pytest.mark.parametrize("window", [4096, 7])
+def test_exact_maxsim_matches_brute_force(window: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Documents are scored shortest first within windows of SORT_WINDOW; ids must map back whatever the
+    window, and the chunks must cover every document once, each within the token budget."""
+    monkeypatch.setattr("mbret.indexes.maxsim.SORT_WINDOW", window)
     docs = _random_docs(300)
     queries = [torch.nn.functional.normalize(torch.randn(8, 16), dim=-1) for _ in range(7)]
     index = ExactMaxSimIndex(16)
     index.add([f"d{i}" for i in range(300)], docs)
     hits = index.search(queries, k=5, chunk_tokens=500, query_block=3)
+    order, bounds = index._plan(index._flat()[1], 500)
+    assert sorted(order.tolist()) == list(range(300)) and bounds[0][0] == 0 and bounds[-1][1] == 300
+    assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+    lengths = index._flat()[1][order]
+    assert all((e - s) * int(lengths[s:e].max()) <= 500 or e - s == 1 for s, e in bounds)
+    if window == 7:  # sorted within each window, not across
+        assert all(lengths[w : w + 7].tolist() == sorted(lengths[w : w + 7].tolist()) for w in range(0, 300, 7))
     truth = torch.stack([torch.stack([(q @ d.half().float().T).max(1).values.sum() for d in docs]) for q in queries])
     top = torch.topk(truth, 5, dim=1)
     for row, idx, val in zip(hits, top.indices, top.values):

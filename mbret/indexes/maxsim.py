@@ -19,6 +19,9 @@ from mbret.errors import IndexFormatError, MbretError
 from mbret.indexes.base import Manifest, StableDocIds, read_manifest, save_generation
 from mbret.io import atomic_file
 
+SORT_WINDOW = 4096  # documents sorted by length together for scoring (see ExactMaxSimIndex._plan)
+CPU_CHUNK_TOKENS = 1024  # padded document tokens scored at once on CPU (see ExactMaxSimIndex.search)
+
 
 def pad_queries(queries: Sequence[torch.Tensor], dim: int) -> torch.Tensor:
     """(nq, max_len, dim) float32; zero rows add exactly 0 to MaxSim, so padding never changes a score."""
@@ -60,6 +63,7 @@ class ExactMaxSimIndex(StableDocIds):
         self._lengths: list[np.ndarray] = []  # int64 token counts per document, per chunk
         self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
         self._resident: torch.Tensor | None = None  # the token vectors in the device's memory
+        self._plans: dict[int, tuple[torch.Tensor, list[tuple[int, int]]]] = {}  # by chunk_tokens
         self.device = torch.device("cpu")
         self.resident = False  # on CPU too, gather from one in-memory copy (tests exercise the GPU's path)
 
@@ -103,11 +107,11 @@ class ExactMaxSimIndex(StableDocIds):
         if arrays:
             self._chunks.append(np.concatenate(arrays))
             self._lengths.append(np.array([len(a) for a in arrays], dtype=np.int64))
-        self._cache = self._resident = None
+        self._invalidate()
 
     def delete(self, doc_ids: Sequence[str]) -> int:
         removed = self._remove_ids(doc_ids)
-        self._cache = self._resident = None
+        self._invalidate()
         return len(removed)
 
     def compact(self) -> int:
@@ -118,8 +122,37 @@ class ExactMaxSimIndex(StableDocIds):
         self._chunks = [tokens.numpy()[np.repeat(live, lengths.numpy())]]
         self._lengths = [lengths.numpy()[live]]
         self._init_ids([d for d in self.doc_ids if d is not None])
-        self._cache = self._resident = None
+        self._invalidate()
         return before - len(self._chunks[0])
+
+    def _invalidate(self) -> None:
+        self._cache = self._resident = None
+        self._plans = {}
+
+    def _plan(self, lengths: torch.Tensor, chunk_tokens: int) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+        """The order documents are scored in and the chunks of that order, cached per `chunk_tokens`.
+
+        Within windows of `SORT_WINDOW` documents (so reads stay local in a memory map) documents go
+        shortest first, so a chunk pads every document to nearly its own length: on SciFact padding
+        drops from 12-19% of the scored tokens to under 1%.
+        """
+        if chunk_tokens not in self._plans:
+            counts = lengths.numpy()
+            order = np.concatenate(
+                [w + np.argsort(counts[w : w + SORT_WINDOW], kind="stable") for w in range(0, len(counts), SORT_WINDOW)]
+                or [np.zeros(0, dtype=np.int64)]
+            )
+            ordered = counts[order].tolist()
+            bounds, start = [], 0
+            while start < len(ordered):
+                end, longest = start + 1, ordered[start]
+                while end < len(ordered) and (end - start + 1) * max(longest, ordered[end]) <= chunk_tokens:
+                    longest = max(longest, ordered[end])
+                    end += 1
+                bounds.append((start, end))
+                start = end
+            self._plans[chunk_tokens] = (torch.from_numpy(order.astype(np.int64)), bounds)
+        return self._plans[chunk_tokens]
 
     def _flat(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self._cache is None:
@@ -130,41 +163,45 @@ class ExactMaxSimIndex(StableDocIds):
 
     @torch.inference_mode()
     def search(
-        self, queries: Sequence[torch.Tensor], k: int = 10, chunk_tokens: int = 32768, query_block: int = 64
+        self,
+        queries: Sequence[torch.Tensor],
+        k: int = 10,
+        chunk_tokens: int | None = None,
+        query_block: int | None = None,
     ) -> list[list[tuple[str, float]]]:
-        """Top-k (doc id, MaxSim score) per query, best first, over all live documents."""
+        """Top-k (doc id, MaxSim score) per query, best first, over all live documents.
+
+        Scores `query_block` queries against `chunk_tokens` padded document tokens at a time. On CPU the
+        defaults (32 queries x 1,024 tokens: a 4 MiB block of similarities that stays in cache) ran 1.8x
+        faster on SciFact than 64 x 32,768; an accelerator takes 64 x 2^18 (2 GiB of fp32 similarities).
+        """
         if k <= 0:
             raise MbretError(f"-k {k}: must be a positive integer")
         tokens, lengths = self._flat()
         device = self.device
-        if device.type != "cpu" and chunk_tokens == 32768:
-            chunk_tokens = 1 << 18  # an accelerator wants big blocks; 64 queries x 32 x 2^18 fp32 = 2 GiB
+        on_cpu = device.type == "cpu"
+        chunk_tokens = chunk_tokens or (CPU_CHUNK_TOKENS if on_cpu else 1 << 18)
+        query_block = query_block or (32 if on_cpu else 64)
         live = torch.tensor([d is not None for d in self.doc_ids], dtype=torch.bool)
-        offsets = torch.zeros(len(lengths) + 1, dtype=torch.int64)
-        offsets[1:] = torch.cumsum(lengths, 0)
+        offsets = torch.cumsum(lengths, 0) - lengths
+        order, bounds = self._plan(lengths, chunk_tokens)
+        starts, counts, live = offsets[order], lengths[order], live[order]  # all in scoring order
         resident = self._resident_tokens(tokens)
         if resident is not None:  # gather each chunk where the vectors live: nothing crosses the bus
-            offsets_at, lengths_at = offsets.to(resident.device), lengths.to(resident.device)
+            starts_at, counts_at = starts.to(resident.device), counts.to(resident.device)
+        order_at = order.to(device)
         padded_queries = pad_queries(queries, self.dimension).to(device)
         nq = len(queries)
         best_scores = torch.full((nq, 0), float("-inf"), device=device)
         best_ids = torch.zeros((nq, 0), dtype=torch.int64, device=device)
-        start = 0
-        while start < len(lengths):
-            end = start
-            longest = 0
-            while end < len(lengths) and (
-                end == start or (end - start + 1) * max(longest, int(lengths[end])) <= chunk_tokens
-            ):
-                longest = max(longest, int(lengths[end]))
-                end += 1
+        last_row = max(len(tokens) - 1, 0)
+        for start, end in bounds:
             if resident is not None:
-                rows = padded_rows(offsets_at[start:end], lengths_at[start:end]).clamp_max(max(len(tokens) - 1, 0))
-                docs = resident[rows].float()
+                docs = resident[padded_rows(starts_at[start:end], counts_at[start:end]).clamp_max(last_row)].float()
             else:
-                rows = padded_rows(offsets[start:end], lengths[start:end]).clamp_max(max(len(tokens) - 1, 0))
+                rows = padded_rows(starts[start:end], counts[start:end]).clamp_max(last_row)
                 docs = tokens[rows].to(device, non_blocking=True).float()
-            doc_lengths = lengths[start:end].to(device)
+            doc_lengths = counts[start:end].to(device)
             scores = torch.cat(
                 [
                     maxsim_scores(padded_queries[b : b + query_block], docs, doc_lengths)
@@ -173,10 +210,9 @@ class ExactMaxSimIndex(StableDocIds):
             )
             scores[:, ~live[start:end].to(device)] = float("-inf")
             merged = torch.cat([best_scores, scores], dim=1)
-            ids = torch.cat([best_ids, torch.arange(start, end, device=device).expand(nq, -1)], dim=1)
+            ids = torch.cat([best_ids, order_at[start:end].expand(nq, -1)], dim=1)
             top = torch.topk(merged, min(k, merged.shape[1]), dim=1)
             best_scores, best_ids = top.values, torch.gather(ids, 1, top.indices)
-            start = end
         results = []
         for row_scores, row_ids in zip(best_scores.cpu().tolist(), best_ids.cpu().tolist()):
             results.append(
