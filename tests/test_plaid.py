@@ -267,3 +267,18 @@ def test_resident_search_equals_memory_mapped_chunks(
         assert [[h[0] for h in row] for row in a] == [[h[0] for h in row] for row in b]
         assert np.allclose([h[1] for row in a for h in row], [h[1] for row in b for h in row], atol=1e-5)
     assert resident.to("cpu").search(queries[:3], k=5) == resident.search(queries[:3], k=5)
+
+
+def test_query_parallel_search_equals_one_by_one(corpus: tuple[list[torch.Tensor], list[torch.Tensor]]) -> None:
+    """On CPU queries run `workers` at a time on single-threaded torch; results must be those of the
+    one-by-one search, in query order, and torch's thread count must come back as it was."""
+    docs, queries = corpus
+    index = PlaidIndex(128, nbits=2)
+    index.add([f"d{i}" for i in range(600)], docs[:600])
+    threads = torch.get_num_threads()
+    for k in (10, 100):
+        parallel, serial = index.search(queries, k=k, workers=3), index.search(queries, k=k, workers=1)
+        assert [[h[0] for h in row] for row in parallel] == [[h[0] for h in row] for row in serial]
+        assert np.allclose([h[1] for row in parallel for h in row], [h[1] for row in serial for h in row], atol=1e-5)
+    assert torch.get_num_threads() == threads
+    assert index.search(queries[:1], k=5, workers=4) == index.search(queries[:1], k=5, workers=1)

@@ -16,6 +16,7 @@ import json
 import math
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -396,57 +397,78 @@ class PlaidIndex(StableDocIds):
             out[start : start + block] = scores_t[codes].amax(dim=1).sum(dim=1)
         return out
 
-    @torch.inference_mode()
     def search(
-        self, queries: Sequence[torch.Tensor], k: int = 10, params: PlaidSearchParams | None = None
+        self,
+        queries: Sequence[torch.Tensor],
+        k: int = 10,
+        params: PlaidSearchParams | None = None,
+        workers: int | None = None,
     ) -> list[list[tuple[str, float]]]:
-        """Top-k (doc id, MaxSim score over decompressed vectors) per query, best first."""
+        """Top-k (doc id, MaxSim score over decompressed vectors) per query, best first.
+
+        On CPU, queries are searched `workers` at a time (default: torch's thread count), each on one
+        thread: a query's stages are many small tensor operations that split poorly across cores, so
+        query-level parallelism ran 1.5x faster on 2 cores than intra-op threads. Torch's thread count is
+        set to 1 while that runs and restored after. An accelerator takes the queries one by one.
+        """
         if k <= 0:
             raise MbretError(f"-k {k}: must be a positive integer")
         if self.codec is None or not len(self):
             return [[] for _ in queries]
         p = (params or self.search_params).resolved(k)
         state = self._search_state()
+        workers = min(workers or torch.get_num_threads(), len(queries))
+        if state["centroids"].device.type != "cpu" or workers <= 1:
+            return [self._search_one(query, k, p, state) for query in queries]
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with ThreadPoolExecutor(workers) as pool:
+                return list(pool.map(lambda query: self._search_one(query, k, p, state), queries))
+        finally:
+            torch.set_num_threads(threads)
+
+    @torch.inference_mode()
+    def _search_one(
+        self, query: torch.Tensor, k: int, p: PlaidSearchParams, state: dict[str, Any]
+    ) -> list[tuple[str, float]]:
+        """PLAID's four stages for one query (`p` resolved for k)."""
         centroids, ivf_docs, ivf_offsets = state["centroids"], state["ivf_docs"], state["ivf_offsets"]
         device = centroids.device
         num_docs = len(state["doclens"])
-        results = []
-        for query in queries:
-            q = query.to(device).float()
-            scores = q @ centroids.T  # (lq, K)
-            scores_t = scores.T.contiguous()
-            lq = len(q)
-            # 1. candidates: documents in the top n_ivf_probe centroids of any query token
-            probe = torch.unique(scores.topk(min(p.n_ivf_probe, scores.shape[1]), dim=1).indices)
-            is_candidate = torch.zeros(num_docs, dtype=torch.bool, device=device)
-            is_candidate[ivf_docs[_ranges(ivf_offsets[probe], ivf_offsets[probe + 1])]] = True
-            if not bool(is_candidate.any()):
-                results.append([])
-                continue
-            # 2. centroid interaction with pruning: only centroids scoring >= threshold for some query
-            #    token count, read straight from their inverted lists (a scatter-max per document)
-            kept = torch.nonzero(scores.amax(dim=0) >= p.centroid_score_threshold).flatten()
-            pair_rows = _ranges(ivf_offsets[kept], ivf_offsets[kept + 1])
-            pair_docs = ivf_docs[pair_rows]
-            pair_centroids = torch.repeat_interleave(kept, ivf_offsets[kept + 1] - ivf_offsets[kept])
-            use = is_candidate[pair_docs]
-            pair_docs, pair_centroids = pair_docs[use], pair_centroids[use]
-            best = torch.zeros(num_docs * lq, device=device)
-            targets = (pair_docs * lq)[:, None] + torch.arange(lq, device=device)
-            best.scatter_reduce_(0, targets.flatten(), scores_t[pair_centroids].flatten(), "amax")
-            approx = best.view(num_docs, lq).sum(dim=1)
-            approx[~is_candidate] = float("-inf")
-            count = min(p.n_candidates, int(is_candidate.sum()))
-            candidates = approx.topk(count).indices
-            # 3. centroid interaction without pruning, over every centroid of the survivors
-            approx = self._centroid_interaction(scores_t, candidates)
-            candidates = candidates[approx.topk(min(p.n_full_scores, len(candidates))).indices]
-            # 4. exact MaxSim on decompressed vectors
-            exact = self._exact_scores(q, candidates)
-            top = exact.topk(min(k, len(candidates)))
-            ranked, values = candidates[top.indices].tolist(), top.values.tolist()
-            results.append([(self.doc_ids[d], s) for d, s in zip(ranked, values)])
-        return results
+        q = query.to(device).float()
+        scores = q @ centroids.T  # (lq, K)
+        scores_t = scores.T.contiguous()
+        lq = len(q)
+        # 1. candidates: documents in the top n_ivf_probe centroids of any query token
+        probe = torch.unique(scores.topk(min(p.n_ivf_probe, scores.shape[1]), dim=1).indices)
+        is_candidate = torch.zeros(num_docs, dtype=torch.bool, device=device)
+        is_candidate[ivf_docs[_ranges(ivf_offsets[probe], ivf_offsets[probe + 1])]] = True
+        if not bool(is_candidate.any()):
+            return []
+        # 2. centroid interaction with pruning: only centroids scoring >= threshold for some query
+        #    token count, read straight from their inverted lists (a scatter-max per document)
+        kept = torch.nonzero(scores.amax(dim=0) >= p.centroid_score_threshold).flatten()
+        pair_rows = _ranges(ivf_offsets[kept], ivf_offsets[kept + 1])
+        pair_docs = ivf_docs[pair_rows]
+        pair_centroids = torch.repeat_interleave(kept, ivf_offsets[kept + 1] - ivf_offsets[kept])
+        use = is_candidate[pair_docs]
+        pair_docs, pair_centroids = pair_docs[use], pair_centroids[use]
+        best = torch.zeros(num_docs * lq, device=device)
+        targets = (pair_docs * lq)[:, None] + torch.arange(lq, device=device)
+        best.scatter_reduce_(0, targets.flatten(), scores_t[pair_centroids].flatten(), "amax")
+        approx = best.view(num_docs, lq).sum(dim=1)
+        approx[~is_candidate] = float("-inf")
+        count = min(p.n_candidates, int(is_candidate.sum()))
+        candidates = approx.topk(count).indices
+        # 3. centroid interaction without pruning, over every centroid of the survivors
+        approx = self._centroid_interaction(scores_t, candidates)
+        candidates = candidates[approx.topk(min(p.n_full_scores, len(candidates))).indices]
+        # 4. exact MaxSim on decompressed vectors
+        exact = self._exact_scores(q, candidates)
+        top = exact.topk(min(k, len(candidates)))
+        ranked, values = candidates[top.indices].tolist(), top.values.tolist()
+        return [(self.doc_ids[d], s) for d, s in zip(ranked, values)]
 
     def _exact_scores(self, query: torch.Tensor, docs: torch.Tensor) -> torch.Tensor:
         """MaxSim over decompressed vectors: token similarities for all the docs' tokens (in storage order,
