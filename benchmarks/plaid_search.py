@@ -72,7 +72,7 @@ def build_plaid_from_npy(embeddings_dir: str, fraction: float, nbits: int, out: 
     del sample
     for begin in range(0, n_docs, chunk_docs):
         end = min(begin + chunk_docs, n_docs)
-        block = torch.from_numpy(read_rows(int(offsets[begin]), int(offsets[end])).astype(np.float32))
+        block = torch.from_numpy(read_rows(int(offsets[begin]), int(offsets[end])))  # float16, as stored
         docs = list(torch.split(block, doclens[begin:end].tolist()))
         index.add(doc_ids[begin:end], docs)
     index.save(

@@ -69,6 +69,25 @@ def test_more_bits_reconstruct_better(corpus: tuple[list[torch.Tensor], list[tor
     assert errors == sorted(errors, reverse=True) and errors[-1] < 0.5 * errors[0]
 
 
+@pytest.mark.parametrize("nbits", [1, 2, 4, 8])
+def test_scoring_without_decompressing_equals_decompressed_cosines(
+    nbits: int, corpus: tuple[list[torch.Tensor], list[torch.Tensor]]
+) -> None:
+    """Stage 4 scores tokens as (centroid score + residual table product) / stored norm; that must be the
+    cosine of the query with the decompressed vector, for every byte layout."""
+    vectors, query = torch.cat(corpus[0][:200]), corpus[1][0]
+    codec = ResidualCodec.train(vectors, nbits, 64, seed=0)
+    codes, packed, _ = codec.compress(vectors)
+    raw = codec.centroids[codes] + torch.nn.functional.embedding(packed.long(), codec._byte_table).flatten(1)
+    torch.testing.assert_close(codec.norms(codes, packed, block=333), raw.norm(dim=1))
+    torch.testing.assert_close(
+        codec.residual_similarities(query, packed, block=333), (raw - codec.centroids[codes]) @ query.T
+    )
+    scores = (query @ codec.centroids.T).T[codes] + codec.residual_similarities(query, packed)
+    cosines = codec.decompress(codes, packed) @ query.T
+    torch.testing.assert_close(scores / codec.norms(codes, packed)[:, None], cosines, atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize(("nbits", "min_recall"), [(2, 0.9), (4, 0.95)])
 def test_plaid_finds_what_exact_maxsim_finds(
     corpus: tuple[list[torch.Tensor], list[torch.Tensor]], nbits: int, min_recall: float
