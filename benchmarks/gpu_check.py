@@ -306,8 +306,8 @@ def stage_exact(dataset: Dataset, device: str, work: Path, cpu_queries: int) -> 
     figures |= {"device_qps_k100": round(qps, 1), "device_ndcg@10": ndcg10(dataset, qids, hits)}
     if device != "cpu":
         for chunk in (1 << 16, 1 << 18, 1 << 20):
-            _, qps = timed_search(index, queries, 100, device, chunk_tokens=chunk)
-            figures[f"device_qps_k100_chunk{chunk}"] = round(qps, 1)
+            _, chunk_qps = timed_search(index, queries, 100, device, chunk_tokens=chunk)
+            figures[f"device_qps_k100_chunk{chunk}"] = round(chunk_qps, 1)
         figures["resident_on_device"] = index._resident is not None
     n = min(cpu_queries, len(qids))
     cpu_index, _ = ExactMaxSimIndex.load(work / "exact")
