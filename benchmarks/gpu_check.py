@@ -29,13 +29,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import platform
 import subprocess
 import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +45,7 @@ sys.path.insert(0, str(REPO))
 
 from mbret.eval.data import Dataset, doc_text, load_dataset  # noqa: E402
 from mbret.eval.metrics import evaluate_run  # noqa: E402
+from mbret.eval.sources import write_beir_files  # noqa: E402
 
 
 class Report:
@@ -75,13 +74,6 @@ class Report:
         tmp = self.out / "gpu_check.json.tmp"
         tmp.write_text(json.dumps(self.stages, indent=1, default=str))
         tmp.replace(self.out / "gpu_check.json")
-
-
-def version(package: str) -> str | None:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def sync(device: str) -> None:
@@ -154,22 +146,6 @@ def subset(dataset: Dataset, max_queries: int | None, max_docs: int | None) -> D
     )
 
 
-def write_beir(dataset: Dataset, path: Path) -> Path:
-    (path / "qrels").mkdir(parents=True, exist_ok=True)
-    with open(path / "corpus.jsonl", "w") as fh:
-        for doc_id, doc in dataset.corpus.items():
-            fh.write(json.dumps({"_id": doc_id, **doc}) + "\n")
-    with open(path / "queries.jsonl", "w") as fh:
-        for qid, text in dataset.queries.items():
-            fh.write(json.dumps({"_id": qid, "text": text}) + "\n")
-    with open(path / "qrels" / "test.tsv", "w") as fh:
-        fh.write("query-id\tcorpus-id\tscore\n")
-        for qid, docs in dataset.qrels.items():
-            for doc_id, rel in docs.items():
-                fh.write(f"{qid}\t{doc_id}\t{rel}\n")
-    return path
-
-
 # -- comparisons ---------------------------------------------------------------------------------------
 
 
@@ -177,7 +153,8 @@ def compare_rankings(a: list[list[tuple[str, float]]], b: list[list[tuple[str, f
     """How far two searches of the same queries agree: identical top-10 lists, top-k overlap, score gap."""
     same_top10 = np.mean([[d for d, _ in x[:10]] == [d for d, _ in y[:10]] for x, y in zip(a, b)])
     overlap = np.mean([len({d for d, _ in x} & {d for d, _ in y}) / max(len(x), 1) for x, y in zip(a, b)])
-    gaps = [abs(s - dict(y)[d]) for x, y in zip(a, b) for d, s in x if d in dict(y)]
+    other = [dict(y) for y in b]
+    gaps = [abs(s - scores[d]) for x, scores in zip(a, other) for d, s in x if d in scores]
     return {
         "identical_top10": round(float(same_top10), 4),
         "topk_overlap": round(float(overlap), 4),
@@ -203,16 +180,16 @@ def timed_search(index: Any, queries: list[torch.Tensor], k: int, device: str, *
 
 
 def stage_env(device: str) -> dict[str, Any]:
+    from mbret.eval.manifest import library_versions
     from mbret.retrieval.backbone import choose_attn_implementation, flash_attn_available
 
     info: dict[str, Any] = {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
+        **library_versions(),
         "torch_cuda": torch.version.cuda,
         "cpu_threads": torch.get_num_threads(),
         "flash_attn": flash_attn_available(),
         "attn_implementation": choose_attn_implementation(device),
-        **{p: version(p) for p in ("transformers", "sentence-transformers", "faiss-cpu", "faiss-gpu", "numpy")},
+        "numpy": np.__version__,
     }
     with contextlib.suppress(Exception):
         info["commit"] = subprocess.run(
@@ -490,7 +467,10 @@ def main() -> int:
     )
     args.work.mkdir(parents=True, exist_ok=True)
     dataset = subset(load_dataset(data), args.max_queries, args.max_docs)
-    data_dir = data if args.max_queries is None and args.max_docs is None else write_beir(dataset, args.work / "data")
+    data_dir = data
+    if args.max_queries is not None or args.max_docs is not None:  # the CLI stage reads a directory
+        data_dir = args.work / "data"
+        write_beir_files(data_dir, dataset, "test")
     model = build_model(args.work, args.bundle, args.quick)
     print(f"model {model}, data {data_dir}: {len(dataset.corpus)} docs, {len(dataset.queries)} queries", flush=True)
     report = Report(args.out)

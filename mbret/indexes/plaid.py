@@ -167,19 +167,20 @@ class ResidualCodec:
             total += float(residuals.abs().sum())
         return codes, packed, total / max(vectors.numel(), 1)
 
-    def decompress(self, codes: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
+    def _reconstruct(self, codes: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
+        """Centroid + decoded residual, before normalisation."""
         residuals = torch.nn.functional.embedding(packed.long(), self._byte_table).view(len(packed), -1)
-        vectors = torch.nn.functional.embedding(codes.long(), self.centroids).add_(residuals)
-        return torch.nn.functional.normalize(vectors, dim=-1)
+        return torch.nn.functional.embedding(codes.long(), self.centroids).add_(residuals)
+
+    def decompress(self, codes: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.normalize(self._reconstruct(codes, packed), dim=-1)
 
     def norms(self, codes: torch.Tensor, packed: torch.Tensor, block: int = 16384) -> torch.Tensor:
         """Norms of the decompressed (centroid + residual) vectors, which search divides by instead of
         normalising each vector it scores; computed once per index, in blocks."""
         out = torch.empty(len(codes), device=self.centroids.device)
         for start in range(0, len(codes), block):
-            part = packed[start : start + block].long()
-            vectors = self.centroids.index_select(0, codes[start : start + block].long())
-            vectors += torch.nn.functional.embedding(part, self._byte_table).view(len(part), -1)
+            vectors = self._reconstruct(codes[start : start + block], packed[start : start + block])
             out[start : start + block] = torch.linalg.vector_norm(vectors, dim=1)
         return out
 
@@ -225,6 +226,7 @@ class PlaidIndex(StableDocIds):
         self._codes: list[np.ndarray] = []  # per chunk: centroid id per token
         self._residuals: list[np.ndarray] = []  # per chunk: packed residuals per token
         self._doclens: list[np.ndarray] = []  # per chunk: tokens per document
+        self._norms: list[torch.Tensor] = []  # per chunk: decompressed vectors' norms, computed for search
         self._saved_chunks = 0  # chunks already on disk (their files are never rewritten)
         self._rewrite_all = False  # set by compact/recluster: the next save replaces the directory
         self.drift = 0.0
@@ -320,7 +322,7 @@ class PlaidIndex(StableDocIds):
         self._residuals = [np.concatenate(self._residuals)[token_live]] if self._residuals else []
         self._doclens = [doclens[live_docs]] if self._doclens else []
         self._init_ids([d for d in self.doc_ids if d is not None])
-        self._saved_chunks, self._rewrite_all, self._state = 0, True, None
+        self._saved_chunks, self._rewrite_all, self._state, self._norms = 0, True, None, []
         return before - self.num_tokens
 
     def recluster(self, block: int = 65536) -> None:
@@ -342,7 +344,7 @@ class PlaidIndex(StableDocIds):
             new_codes.append(c.numpy().astype(self._codes[0].dtype if k <= 65535 else np.int32))
             new_residuals.append(r.numpy())
         self._codes, self._residuals = [np.concatenate(new_codes)], [np.concatenate(new_residuals)]
-        self.drift, self._state = 0.0, None
+        self.drift, self._state, self._norms = 0.0, None, []
 
     # -- search --------------------------------------------------------------------------------------
     def _search_state(self) -> dict[str, Any]:
@@ -374,10 +376,11 @@ class PlaidIndex(StableDocIds):
         chunk_starts = torch.tensor([0] + list(np.cumsum([len(c) for c in self._codes])), dtype=torch.int64)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            parts = [
-                self.codec.norms(torch.from_numpy(c), torch.from_numpy(r)) for c, r in zip(self._codes, self._residuals)
-            ]
-        norms = torch.cat(parts) if parts else torch.zeros(0)
+            for c in range(len(self._norms), len(self._codes)):  # chunks added since: a delete changes none
+                self._norms.append(
+                    self.codec.norms(torch.from_numpy(self._codes[c]), torch.from_numpy(self._residuals[c]))
+                )
+        norms = torch.cat(self._norms) if self._norms else torch.zeros(0)
         state: dict[str, Any] = {
             "codes": codes,
             "norms": norms,
