@@ -301,3 +301,33 @@ def test_query_parallel_search_equals_one_by_one(corpus: tuple[list[torch.Tensor
         assert np.allclose([h[1] for row in parallel for h in row], [h[1] for row in serial for h in row], atol=1e-5)
     assert torch.get_num_threads() == threads
     assert index.search(queries[:1], k=5, workers=4) == index.search(queries[:1], k=5, workers=1)
+
+
+@pytest.mark.parametrize("nbits", [2, 4])
+def test_stage_scores_equal_their_plain_definitions(
+    nbits: int, corpus: tuple[list[torch.Tensor], list[torch.Tensor]]
+) -> None:
+    """Stages 3 and 4 reduce per document by scatters over index_select'ed rows; their scores must equal
+    the plain definitions: the max of each query token's centroid scores over a document's tokens (stage 3)
+    and MaxSim over the decompressed vectors (stage 4), an empty document scoring 0 in both, whatever the
+    order of the documents asked for."""
+    docs, queries = corpus
+    index = PlaidIndex(128, nbits=nbits)
+    chosen = [docs[i] for i in range(40)]
+    chosen[7] = torch.empty(0, 128)
+    index.add([f"d{i}" for i in range(40)], chosen)
+    state = index._search_state()
+    vectors = index.codec.decompress(state["codes"], torch.cat([torch.from_numpy(r) for r in index._residuals]))
+    asked = torch.tensor([12, 7, 3, 39, 0, 25])
+    for query in queries[:5]:
+        scores_t = index.codec.centroids @ query.T
+        stage3 = index._centroid_interaction(scores_t, asked)
+        stage4 = index._exact_scores(query, scores_t, asked)
+        for score3, score4, d in zip(stage3.tolist(), stage4.tolist(), asked.tolist()):
+            rows = slice(int(state["offsets"][d]), int(state["offsets"][d + 1]))
+            if d == 7:
+                assert score3 == 0.0 and score4 == 0.0
+                continue
+            plain3 = float(scores_t[state["codes"][rows]].amax(dim=0).sum())
+            plain4 = float((vectors[rows] @ query.T).amax(dim=0).sum())
+            assert score3 == pytest.approx(plain3, abs=1e-5) and score4 == pytest.approx(plain4, abs=1e-4)
