@@ -65,7 +65,14 @@ MaxLenOpt = Annotated[
     int | None, typer.Option("--max-length", help="Max tokens per text (up to 8192); default: the model's own.")
 ]
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available).")]
-DtypeOpt = Annotated[str, typer.Option("--dtype", help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16.")]
+DtypeOpt = Annotated[
+    str,
+    typer.Option(
+        "--dtype",
+        help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16. On a CPU with AVX512-BF16 or AMX, "
+        "bfloat16 encodes ~1.7x faster at the same NDCG@10.",
+    ),
+]
 
 
 def _quiet_libraries() -> None:

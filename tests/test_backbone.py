@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,20 @@ def test_dtype_choice() -> None:
     assert backbone.choose_dtype("cuda", "auto") is torch.bfloat16
     with pytest.raises(MbretError, match="--dtype int3"):
         backbone.choose_dtype("cpu", "int3")
+
+
+def test_half_precision_the_cpu_lacks_warns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bf16/fp16 without native CPU kernels is many times slower than fp32: say so, only then."""
+    monkeypatch.setattr(backbone, "cpu_has_native", lambda dtype: False)
+    with pytest.warns(UserWarning, match="--dtype bfloat16: this CPU has no native"):
+        assert backbone.choose_dtype("cpu", "bfloat16") is torch.bfloat16
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert backbone.choose_dtype("cpu", "float32") is torch.float32
+        assert backbone.choose_dtype("cuda", "float16") is torch.float16
+        monkeypatch.setattr(backbone, "cpu_has_native", lambda dtype: True)
+        assert backbone.choose_dtype("cpu", "bf16") is torch.bfloat16
+    assert backbone.cpu_has_native(torch.float32)
 
 
 def test_cuda_device_refused_without_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
