@@ -122,6 +122,7 @@ class ResidualCodec:
             gpu=False,
             verbose=False,
             max_points_per_centroid=256,
+            min_points_per_centroid=16,  # only sets when faiss warns; the sample aims at ~40 (35 after skiplist)
         )
         kmeans.train(sample.numpy())
         centroids = torch.from_numpy(kmeans.centroids.copy())
