@@ -70,7 +70,7 @@ DtypeOpt = Annotated[
     typer.Option(
         "--dtype",
         help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16. On a CPU with AVX512-BF16 or AMX, "
-        "bfloat16 encodes ~1.7x faster at the same NDCG@10.",
+        "bfloat16 encodes 1.7-1.9x faster at the same NDCG@10.",
     ),
 ]
 

@@ -57,7 +57,7 @@ def choose_dtype(device: str, dtype: str | None = None) -> torch.dtype:
     """bf16 on CUDA, fp32 on CPU; `dtype` ("float32", "bfloat16", "float16", "auto") overrides.
 
     fp32 stays the CPU default so results match sentence-transformers' and the published figures to the
-    last digit; on a CPU with native bf16 (AVX512-BF16 or AMX) `bfloat16` encodes 1.7x faster at the same
+    last digit; on a CPU with native bf16 (AVX512-BF16 or AMX) `bfloat16` encodes 1.7-1.9x faster at the same
     NDCG@10 (docs/benchmarks.md). A half precision the CPU lacks gets a warning: it runs far slower.
     """
     if dtype and dtype != "auto":
