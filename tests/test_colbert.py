@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import platform
 import string
 from pathlib import Path
 
@@ -307,6 +308,24 @@ def test_chunked_build_equals_one_shot(tiny_model: str, small_corpus: dict) -> N
     chunked.add(small_corpus, show_progress=False, chunk_docs=4)
     assert len(chunked.index._codes) == 2 and len(chunked.index) == 6
     assert chunked.search(["immune response to virus in human cells"], k=1)[0][0].doc_id == "d6"
+
+
+def test_indexing_keeps_the_float16_of_the_float32_vectors(tiny_model: str, small_corpus: dict) -> None:
+    """Indexing asks the encoder for float16 (half the memory per chunk); the index must hold exactly the
+    float16 rounding of the float32 vectors, as it did when it rounded them itself."""
+    from mbret.eval.data import doc_text
+    from mbret.retrieval import Retriever
+    from mbret.retrieval.retriever import release_freed_memory
+
+    encoder = ColBERTEncoder.load(tiny_model, device="cpu")
+    texts = [doc_text(d) for d in small_corpus.values()]
+    full = encoder.encode_corpus(texts, show_progress=False)
+    half = encoder.encode_corpus(texts, show_progress=False, dtype=torch.float16)
+    assert all(f.dtype == torch.float32 and h.dtype == torch.float16 for f, h in zip(full, half))
+    assert all(torch.equal(h, f.half()) for f, h in zip(full, half))
+    built = Retriever.build(small_corpus, encoder, index_type="exact", show_progress=False)
+    assert np.array_equal(built.index._chunks[0], torch.cat(full).half().numpy())
+    assert release_freed_memory() is (platform.libc_ver()[0] == "glibc")
 
 
 def test_prompts_are_refused_for_colbert(tmp_path: Path, cli, small_beir: Path) -> None:

@@ -32,6 +32,13 @@ def pad_queries(queries: Sequence[torch.Tensor], dim: int) -> torch.Tensor:
     return out
 
 
+def _as_numpy(vectors: torch.Tensor | np.ndarray) -> np.ndarray:
+    """float16 tensors as they are (no float32 copy); others through float32 (numpy has no bfloat16)."""
+    if not isinstance(vectors, torch.Tensor):
+        return vectors
+    return (vectors if vectors.dtype == torch.float16 else vectors.float()).cpu().numpy()
+
+
 def padded_rows(starts: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """(n, longest) row indices of n documents' tokens. Positions past a document's end repeat its first
     token: a repeated token cannot change a max, so MaxSim needs no mask (and no pass to apply one)."""
@@ -97,9 +104,7 @@ class ExactMaxSimIndex(StableDocIds):
         if len(doc_ids) != len(embeddings):
             raise MbretError(f"{len(doc_ids)} doc ids for {len(embeddings)} embeddings")
         self._check_new_ids(doc_ids)
-        arrays = [
-            np.asarray(e.float().numpy() if isinstance(e, torch.Tensor) else e, dtype=np.float16) for e in embeddings
-        ]
+        arrays = [np.asarray(_as_numpy(e), dtype=np.float16) for e in embeddings]
         for array in arrays:
             if array.ndim != 2 or array.shape[1] != self.dimension:
                 raise MbretError(f"expected token vectors of shape (n, {self.dimension}), got {array.shape}")

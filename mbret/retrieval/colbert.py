@@ -181,8 +181,10 @@ class ColBERTEncoder:
         batch_size: int = 32,
         show_progress: bool = True,
         max_tokens: int | None = None,
+        dtype: torch.dtype = torch.float32,
     ) -> list[torch.Tensor]:
-        """One (n_tokens, dim) float32 tensor per document (skiplisted tokens dropped), on the CPU.
+        """One (n_tokens, dim) tensor per document (skiplisted tokens dropped), on the CPU, in `dtype`
+        (float32 by default; indexing asks for float16, which is what the indexes keep, at half the memory).
 
         Batches are built as the dense encoder builds them: by token count, longest first, each within
         `batch_size` documents and `max_tokens` padded tokens (1024 on CPU, 65536 on GPU), so padding
@@ -205,7 +207,7 @@ class ColBERTEncoder:
                     convert_to_numpy=False,
                 )
                 for i, tokens in zip(rows, encoded):
-                    out[i] = tokens.float().cpu()
+                    out[i] = tokens.to(device="cpu", dtype=dtype)
                 bar.update(len(rows))
         return out
 

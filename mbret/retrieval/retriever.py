@@ -7,6 +7,9 @@ an exact MaxSim index. Both sides share one protocol (`encode_corpus`, `encode_q
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import math
 import time
 from collections.abc import Sequence
@@ -39,6 +42,27 @@ from mbret.retrieval.dense import DenseEncoder
 MODES = ("dense", "colbert")
 CHUNK_DOCS = 2048  # ColBERT documents encoded and indexed at a time: bounds peak memory
 DEFAULT_INDEX_TYPE = {"dense": "flat", "colbert": "plaid"}
+
+
+def release_freed_memory() -> bool:
+    """Hand memory that Python and torch have freed back to the OS (glibc's `malloc_trim`); False where
+    there is no glibc. Encoding leaves freed activations scattered through the heap, and glibc keeps them:
+    trimming after each ColBERT chunk (with float16 chunks) took SciFact's `mbret index` peak 1.74 -> 1.40 GB."""
+    trim = _malloc_trim()
+    if trim is None:
+        return False
+    trim(0)
+    return True
+
+
+@functools.cache
+def _malloc_trim() -> Any:
+    """glibc's malloc_trim, or None (musl, macOS, Windows: nothing to call)."""
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        return None
 
 
 @dataclass
@@ -161,8 +185,9 @@ class Retriever:
     def add(self, corpus: Corpus, show_progress: bool = True, chunk_docs: int = CHUNK_DOCS) -> None:
         """Encode and add documents whose ids are not yet in the index.
 
-        ColBERT indexes are fed `chunk_docs` documents at a time, and a new PLAID index is trained on a
-        seeded sample first, so peak memory follows the chunk and the sample, not the corpus.
+        ColBERT indexes are fed `chunk_docs` documents at a time as float16 (what both indexes keep or
+        compress from), and a new PLAID index is trained on a seeded sample first, so peak memory follows the
+        chunk and the sample, not the corpus.
         """
         clash = next((doc_id for doc_id in corpus if doc_id in self.index), None)
         if clash is not None:
@@ -181,7 +206,7 @@ class Retriever:
             sample = self._plaid_training_sample(texts)
             start = time.perf_counter()
             encoded = self.encoder.encode_corpus(
-                [texts[i] for i in sample], batch_size=self.batch_size, show_progress=False
+                [texts[i] for i in sample], batch_size=self.batch_size, show_progress=False, dtype=torch.float16
             )
             self._time("encode_corpus_s", start)
             reuse = dict(zip(sample.tolist(), encoded))
@@ -189,6 +214,7 @@ class Retriever:
             total_tokens = sum(len(e) for e in encoded) * len(texts) / max(len(sample), 1)
             self.index.train(torch.cat(encoded), num_tokens=int(total_tokens))
             self._time("index_build_s", start)
+            release_freed_memory()
         with tqdm(total=len(texts), desc="Indexing", unit="doc", disable=not show_progress, dynamic_ncols=True) as bar:
             for begin in range(0, len(texts), chunk_docs):
                 rows = range(begin, min(begin + chunk_docs, len(texts)))
@@ -196,7 +222,7 @@ class Retriever:
                 todo = [i for i in rows if i not in reuse]
                 fresh = (
                     self.encoder.encode_corpus(
-                        [texts[i] for i in todo], batch_size=self.batch_size, show_progress=False
+                        [texts[i] for i in todo], batch_size=self.batch_size, show_progress=False, dtype=torch.float16
                     )
                     if todo
                     else []
@@ -208,6 +234,8 @@ class Retriever:
                     [ids[i] for i in rows], [embeddings[i] if i in embeddings else reuse.pop(i) for i in rows]
                 )
                 self._time("index_build_s", start)
+                del fresh, embeddings
+                release_freed_memory()
                 bar.update(len(rows))
 
     def _plaid_training_sample(self, texts: list[str]) -> np.ndarray:
