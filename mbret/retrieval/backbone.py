@@ -67,8 +67,9 @@ def choose_dtype(device: str, dtype: str | None = None) -> torch.dtype:
             raise MbretError(f"--dtype {dtype}: choose one of auto, {', '.join(sorted(set(DTYPES)))}") from None
         if device == "cpu" and chosen != torch.float32 and not cpu_has_native(chosen):
             warnings.warn(
-                f"--dtype {dtype}: this CPU has no native {chosen} matrix multiply, so encoding will be many "
-                "times slower than float32 (a float16 matmul ran 67x slower on an AVX512 CPU without it)",
+                f"--dtype {dtype}: this CPU has no native {str(chosen).removeprefix('torch.')} matrix multiply, "
+                "so encoding will be many times slower than float32 (a float16 matmul ran 67x slower on an "
+                "AVX512 CPU without it)",
                 stacklevel=2,
             )
         return chosen
