@@ -13,6 +13,7 @@ import torch
 
 from mbret.errors import IndexFormatError, MbretError
 from mbret.indexes import ExactMaxSimIndex, Manifest, load_index
+from mbret.indexes.maxsim import SCREEN_ERROR, maxsim_scores, pad_queries
 from mbret.retrieval.colbert import ColBERTEncoder
 
 
@@ -141,16 +142,18 @@ def _random_docs(n: int, dim: int = 16, seed: int = 0) -> list[torch.Tensor]:
     return [torch.nn.functional.normalize(torch.randn(int(m), dim, generator=g), dim=-1) for m in lengths]
 
 
+@pytest.mark.parametrize("screen", [False, True])
 @pytest.mark.parametrize("window", [4096, 7])
-def test_exact_maxsim_matches_brute_force(window: int, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_exact_maxsim_matches_brute_force(window: int, screen: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """Documents are scored shortest first within windows of SORT_WINDOW; ids must map back whatever the
-    window, and the chunks must cover every document once, each within the token budget."""
+    window, and the chunks must cover every document once, each within the token budget. With or without
+    the bfloat16 screen, the hits and scores are float32 MaxSim's."""
     monkeypatch.setattr("mbret.indexes.maxsim.SORT_WINDOW", window)
     docs = _random_docs(300)
     queries = [torch.nn.functional.normalize(torch.randn(8, 16), dim=-1) for _ in range(7)]
     index = ExactMaxSimIndex(16)
     index.add([f"d{i}" for i in range(300)], docs)
-    hits = index.search(queries, k=5, chunk_tokens=500, query_block=3)
+    hits = index.search(queries, k=5, chunk_tokens=500, query_block=3, screen=screen)
     order, bounds = index._plan(index._flat()[1], 500)
     assert sorted(order.tolist()) == list(range(300)) and bounds[0][0] == 0 and bounds[-1][1] == 300
     assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
@@ -184,6 +187,92 @@ def test_exact_resident_copy_ranks_as_streamed_chunks_and_follows_updates() -> N
     assert after == streamed.search(queries, k=7, chunk_tokens=400)
     assert all(hit[0] != top for row in after for hit in row)
     assert resident.search([docs[299]], k=1)[0][0][0] == "d299"
+
+
+def _near_ties(n: int = 200, seed: int = 5) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Documents that differ from one another by less than bfloat16's rounding, plus unrelated ones, one
+    of them empty: the screen has to keep enough candidates to rank them in float32."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randn(30, 16, generator=g)
+    close = [torch.nn.functional.normalize(base + 3e-3 * torch.randn(30, 16, generator=g), dim=-1) for _ in range(n)]
+    far = [torch.nn.functional.normalize(torch.randn(20, 16, generator=g), dim=-1) for _ in range(n)]
+    queries = [
+        torch.nn.functional.normalize(base[:8] + 0.5 * torch.randn(8, 16, generator=g), dim=-1) for _ in range(6)
+    ]
+    return close + far + [torch.zeros(0, 16)], queries
+
+
+def _assert_float32_top_k(hits: list[list[tuple[str, float]]], every: list[list[tuple[str, float]]], k: int) -> None:
+    """Each hit list is a float32 top k: its j-th document's float32 score is the j-th best one (to 1e-5,
+    so documents tied to rounding may swap) and its score is that score."""
+    for row, ranked in zip(hits, every):
+        truth = dict(ranked)
+        assert len(row) == min(k, len(ranked)) and len({doc for doc, _ in row}) == len(row)
+        for (doc, score), (_, best) in zip(row, ranked):
+            assert abs(truth[doc] - best) <= 1e-5 and abs(score - best) <= 1e-5
+
+
+def test_bfloat16_screen_ranks_near_ties_as_float32() -> None:
+    """Plain bfloat16 scores put these near-ties in another order (checked below, so the test has teeth);
+    the screen with its error margin must still return float32 MaxSim's hits and scores, after deletes."""
+    docs, queries = _near_ties()
+    index = ExactMaxSimIndex(16)
+    index.add([f"d{i}" for i in range(len(docs))], docs)
+    index.delete(["d3", "d250"])
+    every = index.search(queries, k=len(docs), screen=False)
+    for k in (1, 10, 100):
+        screened = index.search(queries, k=k, screen=True)
+        _assert_float32_top_k(screened, every, k)
+        _assert_float32_top_k(index.search(queries, k=k, screen=False), every, k)
+        assert all("d3" not in {h[0] for h in row} for row in screened)
+    stacked, lengths = torch.stack(docs[:200]), torch.full((200,), 30)
+    half = torch.cat([maxsim_scores(pad_queries([q], 16).bfloat16(), stacked.bfloat16(), lengths) for q in queries])
+    exact = torch.cat([maxsim_scores(pad_queries([q], 16), stacked.half().float(), lengths) for q in queries])
+    assert (half.topk(10).indices != exact.topk(10).indices).any()
+    assert (half - exact).abs().max() > 1e-3  # bfloat16 alone is far coarser than the gaps it must rank
+
+
+@pytest.mark.parametrize("dim", [16, 128, 768])
+def test_bfloat16_similarity_error_stays_inside_the_screen_bound(dim: int) -> None:
+    """The screen's margin rests on this: a bfloat16 similarity (inputs rounded, float32 accumulation, output
+    rounded) is within SCREEN_ERROR |q| |d| of the float32 one, for vectors of any norm."""
+    g = torch.Generator().manual_seed(dim)
+    q = torch.randn(64, dim, generator=g) * torch.logspace(-2, 2, 64)[:, None]
+    d = (torch.randn(4096, dim, generator=g) * torch.logspace(-1, 1, 4096)[:, None]).half().float()
+    d[:64] = q  # aligned pairs: the largest products, where rounding errors add up
+    error = ((q.bfloat16() @ d.bfloat16().T).float() - q @ d.T).abs()
+    bound = SCREEN_ERROR * q.norm(dim=1)[:, None] * d.norm(dim=1)[None, :]
+    assert (error <= bound).all()
+    assert (error > bound / 20).any()  # and the bound is not loose by orders of magnitude
+
+
+def test_bfloat16_screen_keeps_every_document_when_k_exceeds_the_live_ones() -> None:
+    docs, queries = _near_ties(n=5)
+    index = ExactMaxSimIndex(16)
+    index.add([f"d{i}" for i in range(len(docs))], docs)
+    index.delete(["d0"])
+    screened = index.search(queries, k=50, screen=True)
+    assert [len(row) for row in screened] == [len(docs) - 1] * len(queries)
+    _assert_float32_top_k(screened, index.search(queries, k=50, screen=False), 50)
+    assert {h[1] for row in screened for h in row if h[0] == f"d{len(docs) - 1}"} == {0.0}  # the empty one
+
+
+def test_bfloat16_screen_is_the_default_only_where_the_cpu_has_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[bool] = []
+    original = ExactMaxSimIndex._rescore
+
+    def spy(self: ExactMaxSimIndex, *args: object, **kwargs: object) -> object:
+        calls.append(True)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ExactMaxSimIndex, "_rescore", spy)
+    index = ExactMaxSimIndex(16)
+    index.add(["a", "b"], _random_docs(2))
+    for native, expected in ((True, [True]), (False, [])):
+        calls.clear()
+        monkeypatch.setattr("mbret.indexes.maxsim.cpu_has_native", lambda dtype, unknown=True, native=native: native)
+        index.search([torch.ones(2, 16)], k=1)
+        assert calls == expected
 
 
 def _manifest(dim: int = 16) -> Manifest:

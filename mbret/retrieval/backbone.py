@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from mbret.errors import MbretError
+from mbret.hardware import cpu_has_native
 from mbret.io import atomic_new_dir
 
 MAX_SUPPORTED_LENGTH = 8192
@@ -74,16 +75,6 @@ def choose_dtype(device: str, dtype: str | None = None) -> torch.dtype:
             )
         return chosen
     return torch.bfloat16 if device.startswith("cuda") else torch.float32
-
-
-def cpu_has_native(dtype: torch.dtype) -> bool:
-    """Whether oneDNN has fast kernels for `dtype` on this CPU (bf16: AVX512-BF16 or AMX; fp16: AVX512-FP16
-    or AMX-FP16). Unknown (a torch without the query) counts as yes, so nothing warns by mistake."""
-    probe = {torch.bfloat16: "_is_mkldnn_bf16_supported", torch.float16: "_is_mkldnn_fp16_supported"}.get(dtype)
-    try:
-        return probe is None or bool(getattr(torch.ops.mkldnn, probe)())
-    except (AttributeError, RuntimeError):
-        return True
 
 
 def resolve_model_path(model: str) -> str:
