@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -303,15 +304,20 @@ class ExactMaxSimIndex(StableDocIds):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Each query's screened candidates scored in float32: (nq, k) scores, -inf past a query's last
         candidate, and doc indices. Candidates are read in storage order as whole slices, unpadded, in pieces
-        of ~`RESCORE_TOKENS` (2-3x faster than gathering padded rows and widening them all at once)."""
+        of ~`RESCORE_TOKENS` (2-3x faster than gathering padded rows and widening them all at once). Queries
+        run in parallel, one single-threaded query per worker (as PLAID's search does: small GEMMs split
+        poorly across cores); torch's thread count is restored after."""
         nq = len(queries)
         top_scores = torch.full((nq, k), float("-inf"))
         top_ids = torch.zeros((nq, k), dtype=torch.int64)
-        for i in range(nq):
+        host_queries = queries.cpu()
+
+        @torch.inference_mode()  # per thread: workers do not inherit the caller's mode
+        def rescore_one(i: int) -> None:
             ids = candidate_ids[i][torch.isfinite(candidate_scores[i])].cpu().sort().values
             if not len(ids):
-                continue
-            query = queries[i].T.cpu()  # (dim, lq)
+                return
+            query = host_queries[i].T  # (dim, lq)
             starts, counts = offsets[ids].tolist(), lengths[ids].tolist()
             scores, first, pending = [], 0, 0
             for j, count in enumerate(counts + [0]):
@@ -322,10 +328,22 @@ class ExactMaxSimIndex(StableDocIds):
                 flat = torch.cat(piece).float() if pending else torch.zeros(0, self.dimension)
                 scores.append(max_per_segment(flat @ query, lengths[ids[first:j]]).sum(dim=1))
                 first, pending = j, count
-            score = torch.cat(scores)
-            top = torch.topk(score, min(k, len(ids)))
+            top = torch.topk(torch.cat(scores), min(k, len(ids)))
             top_scores[i, : len(top.values)] = top.values
             top_ids[i, : len(top.values)] = ids[top.indices]
+
+        threads = torch.get_num_threads()
+        workers = min(threads, nq)
+        if workers <= 1:
+            for i in range(nq):
+                rescore_one(i)
+        else:
+            torch.set_num_threads(1)
+            try:
+                with ThreadPoolExecutor(workers) as pool:
+                    list(pool.map(rescore_one, range(nq)))
+            finally:
+                torch.set_num_threads(threads)
         return top_scores.to(queries.device), top_ids.to(queries.device)
 
     # -- persistence ---------------------------------------------------------------------------------
