@@ -252,6 +252,7 @@ def test_bfloat16_screen_keeps_every_document_when_k_exceeds_the_live_ones() -> 
     index.add([f"d{i}" for i in range(len(docs))], docs)
     index.delete(["d0"])
     screened = index.search(queries, k=50, screen=True)
+    assert index.search([], k=5, screen=True) == index.search([], k=5, screen=False) == []
     assert [len(row) for row in screened] == [len(docs) - 1] * len(queries)
     _assert_float32_top_k(screened, index.search(queries, k=50, screen=False), 50)
     assert {h[1] for row in screened for h in row if h[0] == f"d{len(docs) - 1}"} == {0.0}  # the empty one

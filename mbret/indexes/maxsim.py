@@ -224,6 +224,8 @@ class ExactMaxSimIndex(StableDocIds):
         """
         if k <= 0:
             raise MbretError(f"-k {k}: must be a positive integer")
+        if not len(queries):
+            return []
         tokens, lengths = self._flat()
         device = self.device
         on_cpu = device.type == "cpu"
