@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
 import torch
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def cpu_has_native(dtype: torch.dtype, unknown: bool = True) -> bool:
@@ -14,3 +21,22 @@ def cpu_has_native(dtype: torch.dtype, unknown: bool = True) -> bool:
         return probe is None or bool(getattr(torch.ops.mkldnn, probe)())
     except (AttributeError, RuntimeError):
         return unknown
+
+
+def map_on_cores(fn: Callable[[T], R], items: Sequence[T], workers: int | None = None) -> list[R]:
+    """`fn` over `items` on `workers` threads (default: torch's thread count), torch single-threaded in each.
+
+    For work made of many small tensor operations (a query's PLAID stages, a query's rescoring), which split
+    poorly across cores: an item per core ran 1.5x faster on 2 cores than torch's intra-op threads. Torch's
+    thread count is global, so it is set to 1 while this runs and restored after. `fn` must enter
+    `torch.inference_mode()` itself if it needs it: worker threads do not inherit the caller's mode."""
+    threads = torch.get_num_threads()
+    workers = min(workers or threads, len(items))
+    if workers <= 1:
+        return [fn(item) for item in items]
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(workers) as pool:
+            return list(pool.map(fn, items))
+    finally:
+        torch.set_num_threads(threads)

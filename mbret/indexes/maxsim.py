@@ -10,14 +10,13 @@ from __future__ import annotations
 import json
 import warnings
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from mbret.errors import IndexFormatError, MbretError
-from mbret.hardware import cpu_has_native
+from mbret.hardware import cpu_has_native, map_on_cores
 from mbret.indexes.base import Manifest, StableDocIds, read_manifest, save_generation
 from mbret.io import atomic_file
 
@@ -307,8 +306,7 @@ class ExactMaxSimIndex(StableDocIds):
         """Each query's screened candidates scored in float32: (nq, k) scores, -inf past a query's last
         candidate, and doc indices. Candidates are read in storage order as whole slices, unpadded, in pieces
         of ~`RESCORE_TOKENS` (2-3x faster than gathering padded rows and widening them all at once). Queries
-        run in parallel, one single-threaded query per worker (as PLAID's search does: small GEMMs split
-        poorly across cores); torch's thread count is restored after."""
+        run on all cores, one each (`map_on_cores`): a query's small GEMMs split poorly across cores."""
         nq = len(queries)
         top_scores = torch.full((nq, k), float("-inf"))
         top_ids = torch.zeros((nq, k), dtype=torch.int64)
@@ -334,18 +332,7 @@ class ExactMaxSimIndex(StableDocIds):
             top_scores[i, : len(top.values)] = top.values
             top_ids[i, : len(top.values)] = ids[top.indices]
 
-        threads = torch.get_num_threads()
-        workers = min(threads, nq)
-        if workers <= 1:
-            for i in range(nq):
-                rescore_one(i)
-        else:
-            torch.set_num_threads(1)
-            try:
-                with ThreadPoolExecutor(workers) as pool:
-                    list(pool.map(rescore_one, range(nq)))
-            finally:
-                torch.set_num_threads(threads)
+        map_on_cores(rescore_one, range(nq))
         return top_scores.to(queries.device), top_ids.to(queries.device)
 
     # -- persistence ---------------------------------------------------------------------------------

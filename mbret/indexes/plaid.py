@@ -16,7 +16,6 @@ import json
 import math
 import warnings
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 
 from mbret.errors import IndexFormatError, MbretError
+from mbret.hardware import map_on_cores
 from mbret.indexes.base import Manifest, StableDocIds, read_manifest, save_generation
 from mbret.indexes.maxsim import max_per_segment
 from mbret.io import atomic_file
@@ -458,16 +458,9 @@ class PlaidIndex(StableDocIds):
             return [[] for _ in queries]
         p = (params or self.search_params).resolved(k)
         state = self._search_state()
-        workers = min(workers or torch.get_num_threads(), len(queries))
-        if state["centroids"].device.type != "cpu" or workers <= 1:
+        if state["centroids"].device.type != "cpu":
             return [self._search_one(query, k, p, state) for query in queries]
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            with ThreadPoolExecutor(workers) as pool:
-                return list(pool.map(lambda query: self._search_one(query, k, p, state), queries))
-        finally:
-            torch.set_num_threads(threads)
+        return map_on_cores(lambda query: self._search_one(query, k, p, state), queries, workers)
 
     @torch.inference_mode()
     def _search_one(
