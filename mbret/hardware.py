@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 
@@ -40,3 +43,24 @@ def map_on_cores(fn: Callable[[T], R], items: Sequence[T], workers: int | None =
             return list(pool.map(fn, items))
     finally:
         torch.set_num_threads(threads)
+
+
+def release_freed_memory() -> bool:
+    """Hand memory that Python and torch have freed back to the OS (glibc's `malloc_trim`); False where
+    there is no glibc. Encoding leaves freed activations scattered through the heap, and glibc keeps them:
+    trimming after each ColBERT chunk (with float16 chunks) took SciFact's `mbret index` peak 1.74 -> 1.40 GB."""
+    trim = _malloc_trim()
+    if trim is None:
+        return False
+    trim(0)
+    return True
+
+
+@functools.cache
+def _malloc_trim() -> Any:
+    """glibc's malloc_trim, or None (musl, macOS, Windows: nothing to call)."""
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        return None

@@ -52,6 +52,28 @@ def test_token_budget_batches_match_plain_encode_document(tiny_colbert: ColBERTE
     assert lengths[1] > lengths[0] and tiny_colbert.count_tokens(docs) == int(lengths.sum())
 
 
+def test_encoded_documents_share_one_buffer_and_survive_undercounted_lengths(
+    tiny_colbert: ColBERTEncoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The per-document tensors are views of one buffer (so small allocations do not pin freed memory), and
+    a model producing more tokens than `token_lengths` counted still gets every vector, past the buffer."""
+    docs = ["cell", "protein " * 40, "a gene, a virus.", "brain " * 7 + "tumour", "cell protein gene " * 3]
+    reference = tiny_colbert.encode_corpus(docs, batch_size=2, show_progress=False, max_tokens=48)
+    bases = {t.untyped_storage().data_ptr() for t in reference if len(t)}
+    assert len(bases) == 1
+    trims: list[bool] = []
+    monkeypatch.setattr("mbret.retrieval.colbert.TRIM_EVERY", 1)
+    monkeypatch.setattr("mbret.retrieval.colbert.release_freed_memory", lambda: trims.append(True) or True)
+    counted = tiny_colbert.token_lengths(docs)
+    monkeypatch.setattr(type(tiny_colbert), "token_lengths", lambda self, d: counted // 2)
+    short = tiny_colbert.encode_corpus(docs, batch_size=2, show_progress=False, max_tokens=48)
+    assert len(trims) >= 3  # one per batch here
+    assert len({t.untyped_storage().data_ptr() for t in short if len(t)}) > 1  # some went past the buffer
+    for mine, theirs in zip(short, reference):  # batches differ with the counts: values up to padding noise
+        assert mine.shape == theirs.shape
+        torch.testing.assert_close(mine, theirs, atol=1e-5, rtol=1e-4)
+
+
 def test_projection_is_seeded(tiny_model: str) -> None:
     a = ColBERTEncoder.load(tiny_model, device="cpu", seed=1).encode_queries(["virus"])[0]
     b = ColBERTEncoder.load(tiny_model, device="cpu", seed=1).encode_queries(["virus"])[0]
@@ -404,8 +426,8 @@ def test_indexing_keeps_the_float16_of_the_float32_vectors(tiny_model: str, smal
     """Indexing asks the encoder for float16 (half the memory per chunk); the index must hold exactly the
     float16 rounding of the float32 vectors, as it did when it rounded them itself."""
     from mbret.eval.data import doc_text
+    from mbret.hardware import release_freed_memory
     from mbret.retrieval import Retriever
-    from mbret.retrieval.retriever import release_freed_memory
 
     encoder = ColBERTEncoder.load(tiny_model, device="cpu")
     texts = [doc_text(d) for d in small_corpus.values()]

@@ -7,9 +7,6 @@ an exact MaxSim index. Both sides share one protocol (`encode_corpus`, `encode_q
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import functools
 import math
 import time
 from collections.abc import Sequence
@@ -23,6 +20,7 @@ from tqdm.auto import tqdm
 
 from mbret.errors import MbretError
 from mbret.eval.data import Corpus, doc_text
+from mbret.hardware import release_freed_memory
 from mbret.indexes import (
     INDEX_TYPES_BY_MODE,
     ExactMaxSimIndex,
@@ -42,27 +40,6 @@ from mbret.retrieval.dense import DenseEncoder
 MODES = ("dense", "colbert")
 CHUNK_DOCS = 2048  # ColBERT documents encoded and indexed at a time: bounds peak memory
 DEFAULT_INDEX_TYPE = {"dense": "flat", "colbert": "plaid"}
-
-
-def release_freed_memory() -> bool:
-    """Hand memory that Python and torch have freed back to the OS (glibc's `malloc_trim`); False where
-    there is no glibc. Encoding leaves freed activations scattered through the heap, and glibc keeps them:
-    trimming after each ColBERT chunk (with float16 chunks) took SciFact's `mbret index` peak 1.74 -> 1.40 GB."""
-    trim = _malloc_trim()
-    if trim is None:
-        return False
-    trim(0)
-    return True
-
-
-@functools.cache
-def _malloc_trim() -> Any:
-    """glibc's malloc_trim, or None (musl, macOS, Windows: nothing to call)."""
-    name = ctypes.util.find_library("c")
-    try:
-        return ctypes.CDLL(name).malloc_trim if name else None
-    except (OSError, AttributeError):
-        return None
 
 
 @dataclass
