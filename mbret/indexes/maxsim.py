@@ -90,6 +90,19 @@ def max_per_segment(values: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
     return best.scatter_reduce_(0, owner[:, None].expand_as(values), values, "amax", include_self=False)
 
 
+def token_groups(tensors: list[torch.Tensor], max_tokens: int) -> list[list[torch.Tensor]]:
+    """Consecutive documents in groups of at most `max_tokens` token vectors (a longer one goes alone)."""
+    groups: list[list[torch.Tensor]] = [[]]
+    tokens = 0
+    for t in tensors:
+        if groups[-1] and tokens + len(t) > max_tokens:
+            groups.append([])
+            tokens = 0
+        groups[-1].append(t)
+        tokens += len(t)
+    return groups
+
+
 class ExactMaxSimIndex(StableDocIds):
     """Every token vector of every document, scored exactly; doc ids stable across add and delete."""
 
@@ -318,16 +331,11 @@ class ExactMaxSimIndex(StableDocIds):
             if not len(ids):
                 return
             query = host_queries[i].T  # (dim, lq)
-            starts, counts = offsets[ids].tolist(), lengths[ids].tolist()
-            scores, first, pending = [], 0, 0
-            for j, count in enumerate(counts + [0]):
-                if j < len(counts) and (pending == 0 or pending + count <= RESCORE_TOKENS):
-                    pending += count
-                    continue
-                piece = [tokens[s : s + c] for s, c in zip(starts[first:j], counts[first:j])]
-                flat = torch.cat(piece).float() if pending else torch.zeros(0, self.dimension)
-                scores.append(max_per_segment(flat @ query, lengths[ids[first:j]]).sum(dim=1))
-                first, pending = j, count
+            slices = [tokens[s : s + c] for s, c in zip(offsets[ids].tolist(), lengths[ids].tolist())]
+            scores = [
+                max_per_segment(torch.cat(group).float() @ query, torch.tensor([len(t) for t in group])).sum(dim=1)
+                for group in token_groups(slices, RESCORE_TOKENS)
+            ]
             top = torch.topk(torch.cat(scores), min(k, len(ids)))
             top_scores[i, : len(top.values)] = top.values
             top_ids[i, : len(top.values)] = ids[top.indices]

@@ -26,7 +26,7 @@ import torch
 from mbret.errors import IndexFormatError, MbretError
 from mbret.hardware import map_on_cores
 from mbret.indexes.base import Manifest, StableDocIds, read_manifest, save_generation
-from mbret.indexes.maxsim import max_per_segment
+from mbret.indexes.maxsim import max_per_segment, token_groups
 from mbret.io import atomic_file
 
 NBITS = (1, 2, 4, 8)
@@ -292,7 +292,7 @@ class PlaidIndex(StableDocIds):
         # MB whatever the chunk, and documents given as float16 are never held as float32 all at once
         code_dtype = np.uint16 if len(self.codec.centroids) <= 65535 else np.int32
         codes, packed, residual_sum, count = [], [], 0.0, 0
-        for group in _token_groups(tensors, COMPRESS_TOKENS):
+        for group in token_groups(tensors, COMPRESS_TOKENS):
             vectors = torch.cat([t.float() for t in group])
             group_codes, group_packed, mean_residual = self.codec.compress(vectors)
             codes.append(group_codes.numpy().astype(code_dtype))
@@ -624,19 +624,6 @@ class PlaidIndex(StableDocIds):
         if len(self) != manifest.num_docs:
             raise IndexFormatError(f"{path}: manifest says {manifest.num_docs} docs, id file has {len(self)}")
         return self, manifest
-
-
-def _token_groups(tensors: list[torch.Tensor], max_tokens: int) -> list[list[torch.Tensor]]:
-    """Consecutive documents in groups of at most `max_tokens` token vectors (a longer one goes alone)."""
-    groups: list[list[torch.Tensor]] = [[]]
-    tokens = 0
-    for t in tensors:
-        if groups[-1] and tokens + len(t) > max_tokens:
-            groups.append([])
-            tokens = 0
-        groups[-1].append(t)
-        tokens += len(t)
-    return groups
 
 
 def _ranges(starts: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
