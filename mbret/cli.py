@@ -38,7 +38,19 @@ IndexTypeOpt = Annotated[
 QueryLenOpt = Annotated[
     int | None,
     typer.Option(
-        "--query-length", help="colbert: query tokens after [MASK] expansion (default 32; --suite: the registry's)."
+        "--query-length",
+        help="colbert: the longest query kept, longer ones are cut (default: the document length); with "
+        "--query-expansion, the width queries are padded to with [MASK] (default 32). --suite: the registry's.",
+    ),
+]
+QueryExpansionOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--query-expansion/--no-query-expansion",
+        help="colbert: pad queries with [MASK] to --query-length, as ColBERT trains. Default: what a ColBERT/PyLate "
+        "checkpoint says (or an index was built with); off for a head built from any other model, whose [MASK] "
+        "vectors were never trained.",
+        show_default=False,
     ),
 ]
 NbitsOpt = Annotated[int, typer.Option("--nbits", help="plaid: bits per dimension of residuals (1, 2, 4, 8).")]
@@ -133,6 +145,7 @@ def index(
     batch_size: BatchOpt = 64,
     max_length: MaxLenOpt = None,
     query_length: QueryLenOpt = None,
+    query_expansion: QueryExpansionOpt = None,
     document_length: DocLenOpt = None,
     nbits: NbitsOpt = 2,
     n_ivf_probe: ProbeOpt = None,
@@ -172,7 +185,15 @@ def index(
     index_type = check_mode(mode, index_type)
     docs = load_corpus(corpus)  # validated in full before anything is written
     if add:
-        retriever = Retriever.load(out, model=model, device=device, dtype=dtype, batch_size=batch_size)
+        retriever = Retriever.load(
+            out,
+            model=model,
+            device=device,
+            dtype=dtype,
+            batch_size=batch_size,
+            query_expansion=query_expansion,
+            query_length=query_length,
+        )
         retriever.add(docs)
         if recluster:
             retriever.recluster()
@@ -203,6 +224,7 @@ def index(
         document_length=document_length,
         query_prompt=query_prompt,
         document_prompt=document_prompt,
+        query_expansion=query_expansion,
     )
     retriever = Retriever.build(
         docs,
@@ -231,6 +253,8 @@ def search(
     centroid_score_threshold: ThresholdOpt = None,
     n_candidates: CandidatesOpt = None,
     n_full_scores: FullScoresOpt = None,
+    query_expansion: QueryExpansionOpt = None,
+    query_length: QueryLenOpt = None,
     device: DeviceOpt = None,
     dtype: DtypeOpt = "auto",
 ) -> None:
@@ -240,8 +264,13 @@ def search(
     """
     from mbret.retrieval import Retriever
 
-    retriever = Retriever.load(index_dir, device=device, dtype=dtype)
+    retriever = Retriever.load(
+        index_dir, device=device, dtype=dtype, query_expansion=query_expansion, query_length=query_length
+    )
     retriever.configure_search(PlaidSearchParams(n_ivf_probe, centroid_score_threshold, n_candidates, n_full_scores))
+    note = retriever.cut_queries_note(queries)
+    if note:
+        typer.echo(f"note: {note}", err=True)
     results = retriever.search(queries, k=k)
     if as_json:
         payload = [
@@ -339,6 +368,7 @@ def eval_command(
     ] = False,
     max_length: MaxLenOpt = None,
     query_length: QueryLenOpt = None,
+    query_expansion: QueryExpansionOpt = None,
     document_length: DocLenOpt = None,
     nbits: NbitsOpt = 2,
     n_ivf_probe: ProbeOpt = None,
@@ -397,6 +427,7 @@ def eval_command(
             max_length=max_length,
             query_length=query_length,
             document_length=document_length,
+            query_expansion=query_expansion,
         )
         return
     if data is None:
@@ -404,7 +435,15 @@ def eval_command(
     dataset = load_dataset(data, split=split)
     retriever = None
     if index_dir is not None:
-        retriever = Retriever.load(index_dir, model=model, device=device, dtype=dtype, batch_size=batch_size)
+        retriever = Retriever.load(
+            index_dir,
+            model=model,
+            device=device,
+            dtype=dtype,
+            batch_size=batch_size,
+            query_expansion=query_expansion,
+            query_length=query_length,
+        )
         missing = next((d for judged in dataset.qrels.values() for d in judged if d not in retriever.index), None)
         if missing is not None:
             raise MbretError(f"{index_dir}: lacks doc {missing!r} of {data}; index the same corpus")
@@ -418,6 +457,7 @@ def eval_command(
         index_type=index_type,
         query_length=query_length,
         document_length=document_length,
+        query_expansion=query_expansion,
         index_params=_index_params(index_type or "", None, nbits, None, None, None, None),
         search_params=search_params,
         metrics=metric_names,
@@ -429,6 +469,8 @@ def eval_command(
     )
     if output is not None:
         result.save(output)
+    if result.settings.get("queries_cut_note"):
+        typer.echo(f"note: {result.settings['queries_cut_note']}", err=True)
     typer.echo(format_table(result))
     typer.echo(
         f"{result.num_queries} queries, {result.num_docs} docs, {result.timings['total_s']:.1f}s"
@@ -504,6 +546,7 @@ def train(
     max_samples: Annotated[int | None, typer.Option("--max-samples", help="Use the first N examples only.")] = None,
     max_length: MaxLenOpt = None,
     query_length: QueryLenOpt = None,
+    query_expansion: QueryExpansionOpt = None,
     document_length: DocLenOpt = None,
     n_ways: Annotated[int | None, typer.Option("--n-ways", help="Documents per query for id-based KD data.")] = None,
     num_negatives: Annotated[int | None, typer.Option("--num-negatives", help="Hard negatives per example.")] = None,
@@ -567,6 +610,7 @@ def train(
         "max_samples": max_samples,
         "max_length": max_length,
         "query_length": query_length,
+        "query_expansion": query_expansion,
         "document_length": document_length,
         "n_ways": n_ways,
         "num_negatives": num_negatives,

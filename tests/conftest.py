@@ -100,10 +100,11 @@ def _run_cli(*args: str | Path) -> None:
 
 @pytest.fixture(scope="session")
 def scifact_dense_suite(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """`mbret eval --suite examples/suites/scifact.yaml --model minilm` (dense), run once per session."""
+    """`mbret eval --suite examples/suites/scifact.yaml --model minilm` (dense), run once per session, index
+    kept (the ColBERT checks compare with it on other query sets)."""
     assert SCIFACT.is_dir(), f"{SCIFACT} is missing: CI and sessions have ../shared/data beside the repo"
     out = tmp_path_factory.mktemp("suite") / "dense"
-    _run_cli("eval", "--suite", SCIFACT_SUITE, "--model", "minilm", "--output", out)
+    _run_cli("eval", "--suite", SCIFACT_SUITE, "--model", "minilm", "--output", out, "--save-index")
     return out
 
 

@@ -22,16 +22,56 @@ def tiny_colbert(tiny_model: str) -> ColBERTEncoder:
     return ColBERTEncoder.load(tiny_model, device="cpu")
 
 
-def test_pipeline_expands_queries_and_skips_punctuation(tiny_colbert: ColBERTEncoder) -> None:
-    assert tiny_colbert.dimension == 128
-    assert tiny_colbert.query_length == 32 and tiny_colbert.document_length == 300
-    queries = tiny_colbert.encode_queries(["brain", "a much longer query about cancer risk in patients"])
-    assert [tuple(q.shape) for q in queries] == [(32, 128), (32, 128)]  # [MASK]-expanded to query_length
-    torch.testing.assert_close(queries[0].norm(dim=-1), torch.ones(32))
+def test_pipeline_skips_punctuation_and_keeps_queries_unexpanded(tiny_colbert: ColBERTEncoder) -> None:
+    assert tiny_colbert.dimension == 128 and not tiny_colbert.query_expansion
+    assert tiny_colbert.query_length == tiny_colbert.document_length == 300  # the cap follows the documents
+    texts = ["brain", "a much longer query about cancer risk in patients"]
+    queries = tiny_colbert.encode_queries(texts)
+    # no [MASK] expansion: each query keeps exactly its own tokens (marker and specials included)
+    assert [len(q) for q in queries] == tiny_colbert.query_token_counts(texts).tolist()
+    assert len(queries[0]) < len(queries[1]) < 32
+    torch.testing.assert_close(queries[0].norm(dim=-1), torch.ones(len(queries[0])))
     plain, punctuated = tiny_colbert.encode_corpus(["cell protein gene", "cell, protein. gene!"], show_progress=False)
     assert len(plain) == len(punctuated)  # the three punctuation tokens are not scored
-    tokens = tiny_colbert.model.tokenizer("[D] cell, protein. gene!")["input_ids"]
+    tokens = tiny_colbert.model.tokenizer("cell, protein. gene!")["input_ids"]
     assert len(tokens) > len(punctuated)
+
+
+def test_query_expansion_pads_to_the_width_and_the_cap_cuts(tiny_model: str) -> None:
+    texts = ["brain", "cell " * 400]
+    expanded = ColBERTEncoder.load(tiny_model, device="cpu", query_expansion=True)
+    assert expanded.query_expansion and expanded.query_length == 32
+    assert [tuple(q.shape) for q in expanded.encode_queries(texts)] == [(32, 128), (32, 128)]
+    assert expanded.count_cut_queries(texts) == 1
+    capped = ColBERTEncoder.load(tiny_model, device="cpu", query_length=8)
+    assert [len(q) for q in capped.encode_queries(texts)] == [len(capped.encode_queries(["brain"])[0]), 8]
+    assert capped.count_cut_queries(texts) == 1 and capped.count_cut_queries(["brain"]) == 0
+    capped.set_query_expansion(True)  # each setting takes its own default length
+    assert capped.query_length == 32 and len(capped.encode_queries(["brain"])[0]) == 32
+    capped.set_query_expansion(False)
+    assert capped.query_length == 300 and capped.count_cut_queries(texts) == 1  # 400 tokens > 300
+    # a document length taken for a suite or index moves only the documents; the query cap is set on its own
+    capped.set_lengths(document_length=64)
+    assert capped.document_length == 64 and capped.default_query_length() == 64
+
+
+def test_markers_for_heads_built_from_other_models(tiny_model: str) -> None:
+    unused = ColBERTEncoder.load("minilm", device="cpu", markers="unused")
+    tokenizer = unused.model.tokenizer
+    assert unused.prompts == {"query": "[unused0] ", "document": "[unused1] "}
+    # BERT's never-trained vocabulary entries stay one token each (ids 1 and 2), as PyLate uses them
+    assert tokenizer.tokenize("[unused0] brain")[0] == "[unused0]"
+    assert tokenizer("[unused1] brain")["input_ids"][:2] == [tokenizer.cls_token_id, 2]
+    none = ColBERTEncoder.load(tiny_model, device="cpu", markers="none")
+    assert none.prompts == {}
+    assert len(none.encode_queries(["brain"])[0]) == len(none.model.tokenizer("brain")["input_ids"])
+    text = ColBERTEncoder.load(tiny_model, device="cpu", markers="text")
+    assert text.prompts == {"query": "[Q] ", "document": "[D] "}
+    assert ColBERTEncoder.load(tiny_model, device="cpu").prompts == {}  # the default: none (docs/benchmarks.md)
+    with pytest.raises(MbretError, match="markers 'unused': this tokenizer's vocabulary has no \\[unused0\\]"):
+        ColBERTEncoder.load(tiny_model, device="cpu", markers="unused")
+    with pytest.raises(MbretError, match="markers 'fancy'"):
+        ColBERTEncoder.load(tiny_model, device="cpu", markers="fancy")
 
 
 def test_document_length_cuts_documents(tiny_model: str) -> None:
@@ -141,8 +181,12 @@ def test_loads_pylate_checkpoint(tiny_model: str, tmp_path: Path) -> None:
     encoder = ColBERTEncoder.load(str(path), device="cpu")
     assert encoder.dimension == 96  # the checkpoint's own projection, not a fresh 128-d one
     assert encoder.query_length == 24 and encoder.document_length == 100
+    assert encoder.query_expansion  # PyLate expands unless its config says do_query_expansion: false
     (query,) = encoder.encode_queries(["brain activity"])
     assert tuple(query.shape) == (24, 96)
+    unexpanded = ColBERTEncoder.load(str(path), device="cpu", query_expansion=False)
+    assert not unexpanded.query_expansion and unexpanded.query_length == 100  # the cap: the document length
+    assert len(unexpanded.encode_queries(["brain activity"])[0]) < 24
     tokenizer = encoder.model.tokenizer
     assert tokenizer.tokenize("[Q] brain")[0] == "[Q] "  # the prefix stays one token, as PyLate trained it
     # the projection applied is the saved one: recompute a document's vectors by hand
@@ -169,10 +213,11 @@ def _random_docs(n: int, dim: int = 16, seed: int = 0) -> list[torch.Tensor]:
 def test_exact_maxsim_matches_brute_force(window: int, screen: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """Documents are scored shortest first within windows of SORT_WINDOW; ids must map back whatever the
     window, and the chunks must cover every document once, each within the token budget. With or without
-    the bfloat16 screen, the hits and scores are float32 MaxSim's."""
+    the bfloat16 screen, the hits and scores are float32 MaxSim's. Queries of different lengths (searched
+    shortest first, each block padded to its own longest) come back in the order given."""
     monkeypatch.setattr("mbret.indexes.maxsim.SORT_WINDOW", window)
     docs = _random_docs(300)
-    queries = [torch.nn.functional.normalize(torch.randn(8, 16), dim=-1) for _ in range(7)]
+    queries = [torch.nn.functional.normalize(torch.randn(n, 16), dim=-1) for n in (8, 3, 20, 1, 8, 12, 5)]
     index = ExactMaxSimIndex(16)
     index.add([f"d{i}" for i in range(300)], docs)
     hits = index.search(queries, k=5, chunk_tokens=500, query_block=3, screen=screen)
@@ -393,7 +438,43 @@ def test_cli_colbert_index_search_delete_eval(tmp_path: Path, cli, tiny_model: s
     assert result.code == 0, result.err
     results = json.loads((tmp_path / "res" / "results.json").read_text())
     assert results["mode"] == "colbert" and results["settings"]["index_type"] == "exact"
-    assert results["settings"]["query_length"] == 32
+    assert results["settings"]["query_length"] == 300 and results["settings"]["query_expansion"] is False
+    assert results["settings"]["queries_cut"] == 0
+
+
+def test_query_expansion_is_recorded_and_overridable(tmp_path: Path, cli, tiny_model: str, small_beir: Path) -> None:
+    from mbret.retrieval import Retriever
+
+    out = tmp_path / "idx"
+    build = ["index", small_beir, "--model", tiny_model, "--mode", "colbert", "--index-type", "exact", "--out", out]
+    assert cli(*build, "--query-expansion", "--query-length", "16").code == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["query_expansion"] is True and manifest["query_length"] == 16
+    loaded = Retriever.load(out)
+    assert loaded.encoder.query_expansion and loaded.encoder.query_length == 16
+    assert len(loaded.encoder.encode_queries(["brain"])[0]) == 16
+    # a search may turn it off (queries only: the documents do not change); the width does not carry over
+    plain = Retriever.load(out, query_expansion=False)
+    assert not plain.encoder.query_expansion and plain.encoder.query_length == 300
+    hits = json.loads(cli("search", out, "virus immune response", "--no-query-expansion", "--json").out)
+    assert hits[0]["hits"][0]["doc_id"] == "d6"
+    # an index written before mbret recorded the choice expanded its queries, and keeps doing so, with the
+    # markers its manifest names (then always ColBERT's text ones)
+    del manifest["query_expansion"]
+    manifest |= {"query_prompt": "[Q] ", "document_prompt": "[D] "}
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    legacy = Retriever.load(out)
+    assert legacy.encoder.query_expansion and legacy.encoder.query_length == 16
+    assert legacy.encoder.prompts == {"query": "[Q] ", "document": "[D] "}
+    # queries longer than the cap are counted and named on stderr, and in results.json
+    result = cli("eval", small_beir, "--index", out, "--no-query-expansion", "--query-length", "4",
+                 "--output", tmp_path / "res")  # fmt: skip
+    assert result.code == 0, result.err
+    assert "note: 3 of 3 queries are longer than 4 tokens and were cut (--query-length raises it)" in result.err
+    settings = json.loads((tmp_path / "res" / "results.json").read_text())["settings"]
+    assert settings["queries_cut"] == 3 and settings["query_expansion"] is False and settings["query_length"] == 4
+    searched = cli("search", out, "virus immune response in human cells", "--query-length", "4")
+    assert "note: 1 of 1 queries are longer than 4 tokens" in searched.err
 
 
 def test_cli_colbert_rejects_dense_index_types(cli, small_beir: Path) -> None:

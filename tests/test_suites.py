@@ -179,7 +179,8 @@ def test_yaml_suite_dense_colbert_resume_and_report(tmp_path: Path, cli, tiny_mo
         "name: tiny\n"
         "datasets:\n"
         f"  - name: scifact\n    path: {a.relative_to(tmp_path)}\n"
-        f"  - name: mine\n    path: {b}\n    split: dev\n    lengths: {{dense: 64, colbert_document: 48}}\n",
+        f"  - name: mine\n    path: {b}\n    split: dev\n"
+        "    lengths: {dense: 64, colbert_query: 20, colbert_document: 48}\n",
         encoding="utf-8",
     )
     dense_out = tmp_path / "dense"
@@ -218,8 +219,10 @@ def test_yaml_suite_dense_colbert_resume_and_report(tmp_path: Path, cli, tiny_mo
     summary = json.loads((colbert_out / "results.json").read_text())
     assert summary["settings"]["index_type"] == "plaid" and summary["settings"]["index_params"]["nbits"] == 4
     lengths = summary["datasets"]["mine"]["lengths"]["used"]
-    assert lengths == {"query_length": 32, "document_length": 48}
-    assert summary["datasets"]["scifact"]["lengths"]["used"]["document_length"] == 510
+    assert lengths == {"query_length": 20, "document_length": 48}  # the entry's own query cap
+    # left open, a new head's query cap follows the dataset's documents (no [MASK] expansion)
+    assert summary["datasets"]["scifact"]["lengths"]["used"] == {"query_length": 510, "document_length": 510}
+    assert summary["settings"]["query_expansion"] is False
     assert (colbert_out / "scifact" / "index" / "manifest.json").is_file()
 
     report_dir = tmp_path / "report"

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from mbret.errors import InputError, MbretError
-from mbret.training.config import LOSSES, TrainConfig, resolve_config
+from mbret.training.config import LOSSES, NEW_HEAD_QUERY_EXPANSION, TrainConfig, resolve_config
 from mbret.training.data import load_training_data
 from mbret.training.presets import PRESETS
 
@@ -139,6 +139,7 @@ def test_every_mode_and_loss_trains_reloads_and_evaluates(
         mini_batch_size=4,
         query_length=8,
         document_length=16,
+        query_expansion=True if loss == "contrastive" else None,  # one run overrides the default
     )
     result = train(config)
     losses = [value for _, value in result.losses]
@@ -153,10 +154,20 @@ def test_every_mode_and_loss_trains_reloads_and_evaluates(
         ["--query-length", "8", "--document-length", "16"] if mode == "colbert" else []
     )
     assert cli("index", beir / "corpus.jsonl", "--out", tmp_path / "idx", *args).code == 0
-    evaluated = cli("eval", beir, "--output", tmp_path / "eval", *args)
+    # the run directory itself names its final model, as a user passes it straight after training
+    run_args = [a if a != final else tmp_path / "run" for a in args]
+    evaluated = cli("eval", beir, "--output", tmp_path / "eval", *run_args)
     assert evaluated.code == 0, evaluated.err
-    metrics = json.loads((tmp_path / "eval" / "results.json").read_text())["metrics"]
-    assert 0.0 <= metrics["ndcg@10"] <= 1.0
+    assert f"an mbret training run; using its final model, {final}" in evaluated.err
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert 0.0 <= results["metrics"]["ndcg@10"] <= 1.0 and results["model"] == str(final.resolve())
+    if mode == "colbert":  # the checkpoint keeps the query expansion it was trained with
+        from mbret.retrieval.colbert import ColBERTEncoder
+
+        trained_with = True if loss == "contrastive" else NEW_HEAD_QUERY_EXPANSION
+        reloaded = ColBERTEncoder.load(str(final), device="cpu")
+        assert reloaded.query_expansion is trained_with and results["settings"]["query_expansion"] is trained_with
+        assert reloaded.query_length == 8  # the width or cap it was trained at
 
 
 def test_plain_sentence_transformers_loads_the_trained_model(tiny_model: str, tmp_path: Path) -> None:

@@ -43,9 +43,10 @@ class Lengths:
     does; None there means the model's own `max_seq_length` (what MTEB and CoIR evaluate with)."""
 
     dense: int | None = None
-    # BEIR with ColBERT: query 32 (PyLate's default), document 510, as the paper's evaluation script
-    # (AnswerDotAI/bert24, examples/evaluate_pylate.py)
-    colbert_query: int = 32
+    # BEIR with ColBERT: documents 510, as the paper's evaluation script (AnswerDotAI/bert24,
+    # examples/evaluate_pylate.py); queries None: the model's own (a ColBERT checkpoint's expansion width,
+    # 32 for PyLate's and that script's; without expansion, the document length)
+    colbert_query: int | None = None
     colbert_document: int = 510
 
     def to_json(self) -> dict[str, int | None]:
@@ -163,7 +164,7 @@ _LONG = [
         split="test",
         hub=(HubSource("mteb/MultiLongDocRetrieval", "mteb-subset", "en"), HubSource("Shitao/MLDR", "mldr", "en")),
         # long context: documents up to 8192 tokens in both modes (the paper's ColBERT script: 8190)
-        lengths=Lengths(dense=8192, colbert_query=32, colbert_document=8190),
+        lengths=Lengths(dense=8192, colbert_document=8190),
         expected=(200000, 800),
     ),
 ]
@@ -297,6 +298,8 @@ def read_suite_yaml(path: str | Path) -> Suite:
             if not isinstance(item["lengths"], dict) or set(item["lengths"]) - set(Lengths().to_json()):
                 raise InputError(path, line, "lengths: a mapping of dense, colbert_query, colbert_document")
             given = {k: None if v is None else int(v) for k, v in item["lengths"].items()}
+            if given.get("colbert_document", 1) is None:
+                raise InputError(path, line, "lengths: colbert_document needs a number of tokens")
             lengths = Lengths(**{**lengths.to_json(), **given})  # type: ignore[arg-type]
         specs.append(
             DatasetSpec(
@@ -353,6 +356,7 @@ def conventions_markdown() -> str:
         lines.append(
             f"| {spec.display} | {suites} | {spec.split} | {where} "
             f"| {'dropped' if spec.ignore_identical_ids else 'kept'} | {'joined' if spec.join_title else 'dropped'} "
-            f"| {lengths.dense or 'model default'} | {lengths.colbert_query} / {lengths.colbert_document} |"
+            f"| {lengths.dense or 'model default'} | {lengths.colbert_query or 'model default'} / "
+            f"{lengths.colbert_document} |"
         )
     return "\n".join(lines)

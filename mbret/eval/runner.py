@@ -76,6 +76,7 @@ def evaluate(
     show_progress: bool = True,
     query_length: int | None = None,
     document_length: int | None = None,
+    query_expansion: bool | None = None,
     index_params: dict[str, Any] | None = None,
     search_params: PlaidSearchParams | None = None,
     manifest: dict[str, Any] | None = None,
@@ -108,6 +109,7 @@ def evaluate(
             mode=mode,
             query_length=query_length,
             document_length=document_length,
+            query_expansion=query_expansion,
         )
         timings.update(retriever.timings)
     retriever.batch_size = batch_size
@@ -115,7 +117,9 @@ def evaluate(
         retriever.configure_search(search_params)
     qids = list(dataset.queries)
     extra = 1 if ignore_identical_ids else 0  # BEIR asks for one more hit when it drops identical ids
-    hits = retriever.search([dataset.queries[q] for q in qids], k=depth + extra)
+    texts = [dataset.queries[q] for q in qids]
+    cut = retriever.count_cut_queries(texts)
+    hits = retriever.search(texts, k=depth + extra)
     timings["encode_queries_s"] = retriever.timings["encode_queries_s"]
     timings["search_s"] = retriever.timings["search_s"]
     run = {qid: {h.doc_id: h.score for h in row} for qid, row in zip(qids, hits)}
@@ -146,6 +150,9 @@ def evaluate(
             "query_prompt": index_manifest.query_prompt,
             "document_prompt": index_manifest.document_prompt,
             "query_length": index_manifest.query_length,
+            "query_expansion": index_manifest.query_expansion,
+            "queries_cut": cut,
+            "queries_cut_note": retriever.cut_queries_note(texts, cut),
             "document_length": index_manifest.document_length,
             "device": str(retriever.encoder.device),
             "manifest": manifest

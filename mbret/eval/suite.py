@@ -51,6 +51,7 @@ class SuiteOptions:
     max_length: int | None = None  # dense: overrides the registry for every dataset
     query_length: int | None = None  # colbert
     document_length: int | None = None  # colbert
+    query_expansion: bool | None = None  # colbert: None, the model's own (off for a head built from any other)
     seed: int = 0
     paper_model: str | None = None  # the paper row to compare with; guessed from the model name
     data_dir: Path | None = None
@@ -60,14 +61,21 @@ class SuiteOptions:
     show_progress: bool = True
 
 
-def dataset_lengths(mode: str, spec: DatasetSpec, options: SuiteOptions, own: int) -> dict[str, Any]:
-    """The lengths one dataset runs at: flags, else the registry's capped at the model's limit `own`."""
+def dataset_lengths(
+    mode: str, spec: DatasetSpec, options: SuiteOptions, own: int, encoder: Any = None
+) -> dict[str, Any]:
+    """The lengths one dataset runs at: flags, else the registry's capped at the model's limit `own`; a
+    ColBERT query length the registry leaves open is the encoder's default for that document length."""
     if mode == "colbert":
         asked = {"query_length": spec.lengths.colbert_query, "document_length": spec.lengths.colbert_document}
-        used = {
-            "query_length": options.query_length or min(asked["query_length"], own),
-            "document_length": options.document_length or min(asked["document_length"], own),
-        }
+        document_length = options.document_length or min(asked["document_length"], own)
+        if options.query_length or asked["query_length"] is not None:
+            query_length = options.query_length or min(asked["query_length"], own)
+        elif isinstance(encoder, ColBERTEncoder):
+            query_length = encoder.default_query_length(document_length=document_length)
+        else:
+            query_length = None
+        used = {"query_length": query_length, "document_length": document_length}
     else:
         asked = {"max_length": spec.lengths.dense}  # None: the model's own, as MTEB
         used = {"max_length": options.max_length or min(asked["max_length"] or own, own)}
@@ -93,6 +101,7 @@ def _run_key(
         "index_params": options.index_params,
         "search_params": vars(options.search_params) if options.search_params else None,
         "lengths": lengths["used"],
+        "query_expansion": options.query_expansion,
         "conventions": spec.conventions(),
     }
 
@@ -116,7 +125,14 @@ def run_suite(
     paper_model = options.paper_model or guess_paper_model(options.model)
     paper_value(paper_model, options.mode, "beir")  # refuses an unknown row before any work
     start = time.perf_counter()
-    encoder = load_encoder(options.model, options.mode, device=options.device, dtype=options.dtype, seed=options.seed)
+    encoder = load_encoder(
+        options.model,
+        options.mode,
+        device=options.device,
+        dtype=options.dtype,
+        seed=options.seed,
+        query_expansion=options.query_expansion,
+    )
     own = _model_limit(encoder)
     manifest = run_manifest(encoder, seed=options.seed)
     settings = {
@@ -124,6 +140,7 @@ def run_suite(
         "index_type": index_type,
         "index_params": options.index_params,
         "search_params": vars(options.search_params) if options.search_params else None,
+        "query_expansion": getattr(encoder, "query_expansion", None),
         "batch_size": options.batch_size,
         "metrics": list(options.metrics),
         "model_max_length": own,
@@ -134,7 +151,7 @@ def run_suite(
         part_results = []
         for part in parts:
             part_out = output / part.name
-            lengths = dataset_lengths(options.mode, part, options, own)
+            lengths = dataset_lengths(options.mode, part, options, own, encoder)
             key = _run_key(manifest, options, index_type, part, lengths)
             previous = _reusable(part_out, key, options.metrics) if options.resume else None
             if previous is not None:
@@ -202,6 +219,8 @@ def _score_one(
     )
     result.dataset = spec.name
     result.save(out)
+    if result.settings.get("queries_cut_note"):
+        echo(f"{spec.name}: note: {result.settings['queries_cut_note']}")
     if options.save_index:
         retriever.save(out / "index", replace=True)
     entry = _entry(result.to_json())

@@ -38,7 +38,8 @@ class Manifest:
     index_params: dict[str, Any] = field(default_factory=dict)
     query_prompt: str | None = None
     document_prompt: str | None = None
-    query_length: int | None = None  # colbert: queries expanded to this many tokens
+    query_length: int | None = None  # colbert: the expansion width, or the longest query kept without expansion
+    query_expansion: bool | None = None  # colbert: queries padded with [MASK]; None (older indexes): expanded
     document_length: int | None = None  # colbert: documents cut at this many tokens
     seed: int | None = None  # colbert: seed of a freshly initialised projection
     files: dict[str, str] = field(default_factory=dict)

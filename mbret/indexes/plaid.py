@@ -264,6 +264,15 @@ class PlaidIndex(StableDocIds):
         return code_bytes + self.dimension * self.nbits / 8
 
     # -- building ------------------------------------------------------------------------------------
+    def sample_documents(self, num_docs: int, tokens_per_doc: float) -> np.ndarray:
+        """Sorted indices of a seeded sample of whole documents, out of `num_docs` averaging `tokens_per_doc`
+        token vectors, that holds ~40 vectors per centroid to be trained: what `train` should be given when
+        a corpus is added in chunks (`Retriever.add` encodes just these first)."""
+        rng = np.random.default_rng(self.seed)
+        centroids = self.num_centroids or default_num_centroids(int(tokens_per_doc * num_docs))
+        wanted = int(math.ceil(40 * centroids / max(tokens_per_doc, 1.0)))
+        return np.sort(rng.choice(num_docs, size=min(num_docs, max(wanted, 1)), replace=False))
+
     def train(self, sample: torch.Tensor, num_tokens: int | None = None) -> None:
         """Fit centroids and residual buckets on a sample of token vectors from a corpus of `num_tokens`."""
         k = self.num_centroids or default_num_centroids(num_tokens or len(sample))
@@ -305,6 +314,20 @@ class PlaidIndex(StableDocIds):
         self._doclens.append(np.array([len(e) for e in embeddings], dtype=np.int32))
         self._append_ids(doc_ids)
         self._state = None
+
+    def add_in_chunks(self, doc_ids: Sequence[str], embeddings: Sequence[torch.Tensor], chunk_docs: int = 2048) -> None:
+        """Add documents `chunk_docs` at a time, training first (if the index is new) on a seeded sample of
+        whole documents (`sample_documents`): how `Retriever` builds from text, for vectors encoded before.
+        Centroids are sized for the whole corpus, not its first chunk, and the float32 temporaries are one
+        chunk's."""
+        if len(doc_ids) != len(embeddings):
+            raise MbretError(f"{len(doc_ids)} doc ids for {len(embeddings)} embeddings")
+        if self.codec is None and len(embeddings):
+            total = sum(len(e) for e in embeddings)
+            picks = self.sample_documents(len(embeddings), total / len(embeddings))
+            self.train(torch.cat([torch.as_tensor(embeddings[i]).float() for i in picks]), num_tokens=total)
+        for begin in range(0, len(doc_ids), chunk_docs):
+            self.add(doc_ids[begin : begin + chunk_docs], embeddings[begin : begin + chunk_docs])
 
     def delete(self, doc_ids: Sequence[str]) -> int:
         removed = self._remove_ids(doc_ids)

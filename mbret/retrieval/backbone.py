@@ -93,16 +93,36 @@ def resolve_model_path(model: str) -> str:
     if path.exists():
         if not path.is_dir():
             raise MbretError(f"--model {model}: a model path must be a directory")
-        return str(path.resolve())
+        return str(training_run_model(path).resolve())
     return model
 
 
+def training_run_model(path: Path) -> Path:
+    """The model to load from a directory: itself, or for an `mbret train --output` directory (a run: it
+    holds train_config.yaml and no model config of its own) its `final/` model, with a note on stderr. A run
+    without `final/` yet is refused, naming what to pass instead."""
+    if (path / "config.json").is_file() or not (path / "train_config.yaml").is_file():
+        return path
+    final = path / "final"
+    if (final / "config.json").is_file():
+        warnings.warn(f"--model {path}: an mbret training run; using its final model, {final}", stacklevel=3)
+        return final
+    checkpoints = sorted((path / "checkpoints").glob("checkpoint-*"), key=lambda p: p.name)
+    hint = f"; pass a checkpoint such as {checkpoints[-1]}" if checkpoints else ""
+    raise MbretError(f"--model {path}: an mbret training run with no final model yet ({final}){hint}")
+
+
 def model_identity(model: str) -> str:
-    """The name an index records for its model: an alias or hub id as given, a local dir as an absolute path."""
+    """The name an index records for its model: an alias or hub id as given, a local dir as an absolute path
+    (a training run's: its final model's)."""
     if model in ALIASES:
         return model
     path = Path(model).expanduser()
-    return str(path.resolve()) if path.exists() else model
+    if not path.exists():
+        return model
+    with warnings.catch_warnings():  # resolve_model_path says it once
+        warnings.simplefilter("ignore")
+        return str(training_run_model(path).resolve()) if path.is_dir() else str(path.resolve())
 
 
 def model_kwargs(device: str, dtype: str | None = None) -> dict[str, Any]:

@@ -1,9 +1,17 @@
 """ColBERT multi-vector head on sentence-transformers' `MultiVectorEncoder`.
 
-A ColBERT or PyLate checkpoint loads as it is. Any other encoder (ModernBERT, MiniLM, ...) gets the
-ColBERT pipeline around it: query expansion with the mask token up to `query_length`, documents cut at
-`document_length`, a 128-d projection initialised from `seed` (so untrained runs are reproducible), a
-punctuation skiplist for documents, and unit-norm token vectors.
+A ColBERT or PyLate checkpoint loads as it is, with the query expansion, lengths and markers its config
+says. Any other encoder (ModernBERT, MiniLM, ...) gets the ColBERT pipeline around it: query and document
+markers, documents cut at `document_length`, a 128-d projection initialised from `seed` (so untrained runs
+are reproducible), a punctuation skiplist for documents, and unit-norm token vectors.
+
+Query expansion (padding every query with the mask token to a fixed width, whose vectors then match
+documents too) is ColBERT's, and it only helps a model trained with it: an untrained head's mask vectors
+are noise, and a short query is mostly mask. So a head built from a non-ColBERT checkpoint does not expand
+by default; its queries keep their own tokens, up to `query_length` (by default the document length, so
+long queries, such as code or claims, are not cut). `query_expansion=True` turns ColBERT's expansion on,
+and then `query_length` is its width (32 by default). The choice is saved with a checkpoint (sentence-
+transformers' `query_expansion` config) and in an index manifest.
 """
 
 from __future__ import annotations
@@ -24,11 +32,16 @@ from mbret.hardware import release_freed_memory
 from mbret.retrieval.backbone import check_max_length, choose_device, model_identity, model_kwargs, resolve_model_path
 from mbret.retrieval.dense import DEFAULT_MAX_TOKENS_CPU, DEFAULT_MAX_TOKENS_GPU, token_budget_batches
 
-DEFAULT_QUERY_LENGTH = 32
+DEFAULT_QUERY_LENGTH = 32  # the expansion width ColBERT and PyLate train with
 DEFAULT_DOCUMENT_LENGTH = 300
 PROJECTION_DIM = 128
 TRIM_EVERY = 32  # encoded batches between hand-backs of freed memory to the OS (see encode_corpus)
-QUERY_PREFIX, DOCUMENT_PREFIX = "[Q] ", "[D] "
+# Query and document markers for heads built from non-ColBERT checkpoints (docs/benchmarks.md, "ColBERT
+# defaults", compares them): ColBERT's "[Q] "/"[D] " as plain text; BERT's never-trained [unused0]/[unused1]
+# vocabulary entries as single tokens (Stanford ColBERT's and PyLate's choice for BERT checkpoints); none.
+MARKERS = {"text": ("[Q] ", "[D] "), "unused": ("[unused0] ", "[unused1] "), "none": ("", "")}
+DEFAULT_MARKERS = "none"  # an untrained head over MiniLM scored best without (SciFact, all three query sets)
+QUERY_PREFIX, DOCUMENT_PREFIX = MARKERS["text"]  # what indexes made before the markers were chosen used
 
 
 def is_multivector_checkpoint(path: str) -> bool:
@@ -45,20 +58,55 @@ def is_multivector_checkpoint(path: str) -> bool:
     return False
 
 
+def _vocabulary_has(tokenizer: Any, token: str) -> bool:
+    token_id = tokenizer.convert_tokens_to_ids(token)
+    return token_id is not None and token_id != tokenizer.unk_token_id
+
+
+def resolve_markers(tokenizer: Any, markers: str | tuple[str, str] | None) -> tuple[str, str]:
+    """(query marker, document marker) for a name in `MARKERS` (None: `DEFAULT_MARKERS`) or an explicit
+    pair; `unused` needs a vocabulary with [unused0] and [unused1] (BERT's)."""
+    markers = DEFAULT_MARKERS if markers is None else markers
+    if isinstance(markers, str):
+        if markers not in MARKERS:
+            raise MbretError(f"markers {markers!r}: choose one of {', '.join(MARKERS)}")
+        missing = [m.strip() for m in MARKERS[markers] if m.strip() and not _vocabulary_has(tokenizer, m.strip())]
+        if markers == "unused" and missing:
+            raise MbretError(f"markers 'unused': this tokenizer's vocabulary has no {missing[0]} (choose text or none)")
+        return MARKERS[markers]
+    query, document = markers
+    return query or "", document or ""
+
+
+def _register_marker_tokens(tokenizer: Any, markers: tuple[str, str]) -> None:
+    """Keep a marker that names one vocabulary entry (BERT's `[unused0]`) as that single token, as PyLate
+    does, instead of letting the tokenizer split it into `[`, `unused`, `##0`, `]`. A marker outside the
+    vocabulary stays text: adding it would need a new, untrained embedding row."""
+    single = [
+        m.strip()
+        for m in markers
+        if m.strip() and _vocabulary_has(tokenizer, m.strip()) and len(tokenizer.tokenize(m.strip())) > 1
+    ]
+    if single:
+        tokenizer.add_tokens(single)
+
+
 def _build_colbert_pipeline(
-    path: str, device: str, dtype: str | None, query_length: int, document_length: int, seed: int
+    path: str,
+    device: str,
+    dtype: str | None,
+    document_length: int,
+    seed: int,
+    markers: str | tuple[str, str] | None,
 ) -> Any:
     from sentence_transformers import MultiVectorEncoder
     from sentence_transformers.base.modules import Dense, Transformer
     from sentence_transformers.multi_vector_encoder.modules import MultiVectorMask
     from sentence_transformers.sentence_transformer.modules import Normalize
 
-    transformer = Transformer(
-        path,
-        model_kwargs=model_kwargs(device, dtype),
-        document_length=document_length,
-        query_expansion={"strategy": "fixed", "attend": False, "length": query_length},
-    )
+    transformer = Transformer(path, model_kwargs=model_kwargs(device, dtype), document_length=document_length)
+    markers = resolve_markers(transformer.tokenizer, markers)
+    _register_marker_tokens(transformer.tokenizer, markers)
     projection = Dense(
         in_features=transformer.get_embedding_dimension(),
         out_features=PROJECTION_DIM,
@@ -77,20 +125,20 @@ def _build_colbert_pipeline(
         MultiVectorMask(skiplist_words=list(string.punctuation)),
         Normalize(module_input_name="token_embeddings"),
     ]
-    return MultiVectorEncoder(
-        modules=modules, device=device, prompts={"query": QUERY_PREFIX, "document": DOCUMENT_PREFIX}
-    )
+    prompts = {name: marker for name, marker in zip(("query", "document"), markers) if marker}
+    return MultiVectorEncoder(modules=modules, device=device, prompts=prompts)
 
 
-def _set_lengths(mve: Any, query_length: int | None, document_length: int | None) -> None:
-    transformer = mve[0]
-    if document_length is not None:
-        transformer.document_length = document_length
-    if query_length is not None:
-        expansion = dict(transformer.query_expansion or {"strategy": "fixed", "attend": False})
-        expansion["length"] = query_length
-        transformer.query_length = query_length
-        transformer.query_expansion = expansion
+def _configure_queries(transformer: Any, expansion: bool, query_length: int) -> None:
+    """Expansion on: queries padded with the mask token to `query_length`. Off: a query keeps its own
+    tokens, cut at `query_length`."""
+    if expansion:
+        current = dict(transformer.query_expansion or {"strategy": "fixed", "attend": False})
+        transformer.query_length = None  # sentence-transformers refuses a cap below the expansion width
+        transformer.query_expansion = {**current, "length": query_length}
+    else:
+        transformer.query_expansion = None
+    transformer.query_length = query_length
 
 
 @dataclass
@@ -100,6 +148,9 @@ class ColBERTEncoder:
     model: Any  # sentence_transformers.MultiVectorEncoder
     name: str
     seed: int = 0
+    # what a ColBERT/PyLate checkpoint came with (None for a head built here): its expansion and query length
+    own_query_expansion: bool | None = None
+    own_query_length: int | None = None
 
     @classmethod
     def load(
@@ -110,7 +161,12 @@ class ColBERTEncoder:
         query_length: int | None = None,
         document_length: int | None = None,
         seed: int = 0,
+        query_expansion: bool | None = None,
+        markers: str | tuple[str, str] | None = None,
     ) -> ColBERTEncoder:
+        """`query_expansion` None keeps a ColBERT/PyLate checkpoint's own setting and is off for a head built
+        from any other encoder; `query_length` None takes `default_query_length`. `markers` (a `MARKERS` name
+        or a (query, document) pair) applies to a head built here: a checkpoint keeps its own prompts."""
         from sentence_transformers import MultiVectorEncoder
 
         device = choose_device(device)
@@ -118,27 +174,39 @@ class ColBERTEncoder:
         for flag, value in (("--query-length", query_length), ("--document-length", document_length)):
             if value is not None and not 1 <= value <= 8192:
                 raise MbretError(f"{flag} {value}: must be between 1 and 8192")
+        own_expansion, own_length = None, None
         try:
             if is_multivector_checkpoint(path):
                 mve = MultiVectorEncoder(path, device=device, model_kwargs=model_kwargs(device, dtype))
                 if mve[0].document_length is None:
                     mve[0].document_length = DEFAULT_DOCUMENT_LENGTH
-                _set_lengths(mve, query_length, document_length)
+                if document_length is not None:
+                    mve[0].document_length = document_length
+                own_expansion = mve[0].query_expansion is not None
+                own_length = (mve[0].query_expansion or {}).get("length") or mve[0].query_length
             else:
                 mve = _build_colbert_pipeline(
-                    path,
-                    device,
-                    dtype,
-                    query_length or DEFAULT_QUERY_LENGTH,
-                    document_length or DEFAULT_DOCUMENT_LENGTH,
-                    seed,
+                    path, device, dtype, document_length or DEFAULT_DOCUMENT_LENGTH, seed, markers
                 )
+            encoder = cls(mve, model_identity(model), seed, own_expansion, own_length)
+            expansion = bool(own_expansion) if query_expansion is None else query_expansion
+            _configure_queries(mve[0], expansion, query_length or encoder.default_query_length(expansion))
         except (OSError, ValueError) as exc:
             first = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
             raise MbretError(f"--model {model}: could not load the model ({first})") from None
-        limit = getattr(mve[0].auto_model.config, "max_position_embeddings", None)
-        check_max_length(mve[0].document_length, limit)
-        return cls(model=mve, name=model_identity(model), seed=seed)
+        check_max_length(mve[0].document_length, encoder.max_position)
+        return encoder
+
+    def default_query_length(self, expansion: bool | None = None, document_length: int | None = None) -> int:
+        """The query length a setting of query expansion takes when none is given: a checkpoint's own for its
+        own setting; else 32 with expansion (ColBERT's width) and, without, the document length (so a query
+        is never cut shorter than a document), within the backbone's positions."""
+        expansion = self.query_expansion if expansion is None else expansion
+        if self.own_query_length and expansion == self.own_query_expansion:
+            return int(self.own_query_length)
+        if expansion:
+            return DEFAULT_QUERY_LENGTH
+        return min(document_length or self.document_length, self.max_position or 8192)
 
     @property
     def dimension(self) -> int:
@@ -150,15 +218,42 @@ class ColBERTEncoder:
         return getattr(self.model[0].auto_model.config, "max_position_embeddings", None)
 
     def set_lengths(self, query_length: int | None = None, document_length: int | None = None) -> None:
-        """Change the query expansion length and the document truncation length (None keeps one as is)."""
+        """Change the query length (the expansion width, or the cap without expansion) and the document
+        truncation length; None keeps one as is."""
         for flag, value in (("--query-length", query_length), ("--document-length", document_length)):
             check_max_length(value, self.max_position, flag)  # 1..the backbone's positions; None passes
-        _set_lengths(self.model, query_length, document_length)
+        if document_length is not None:
+            self.model[0].document_length = document_length
+        if query_length is not None:
+            _configure_queries(self.model[0], self.query_expansion, query_length)
+
+    def set_query_expansion(self, query_expansion: bool, query_length: int | None = None) -> None:
+        """Turn query expansion on or off; `query_length` None takes `default_query_length` for it."""
+        check_max_length(query_length, self.max_position, "--query-length")
+        _configure_queries(self.model[0], query_expansion, query_length or self.default_query_length(query_expansion))
+
+    @property
+    def query_expansion(self) -> bool:
+        """Whether queries are padded with the mask token to `query_length` (ColBERT's query expansion)."""
+        return self.model[0].query_expansion is not None
 
     @property
     def query_length(self) -> int:
+        """The expansion width with query expansion, else the longest a query may be before it is cut."""
         expansion = self.model[0].query_expansion or {}
         return int(expansion.get("length") or self.model[0].query_length or DEFAULT_QUERY_LENGTH)
+
+    def query_token_counts(self, queries: Sequence[str]) -> np.ndarray:
+        """Tokens each query has with its marker, before any cut or expansion."""
+        prefix = self.prompts.get("query") or ""
+        ids = self.model.tokenizer(
+            [prefix + q for q in queries], return_attention_mask=False, return_token_type_ids=False, verbose=False
+        )["input_ids"]
+        return np.fromiter((len(i) for i in ids), dtype=np.int64, count=len(ids))
+
+    def count_cut_queries(self, queries: Sequence[str]) -> int:
+        """How many of `queries` are longer than `query_length` and so lose their last tokens."""
+        return int((self.query_token_counts(queries) > self.query_length).sum()) if queries else 0
 
     @property
     def document_length(self) -> int:
@@ -171,7 +266,8 @@ class ColBERTEncoder:
     def encode_queries(
         self, queries: Sequence[str], batch_size: int = 64, show_progress: bool = False
     ) -> list[torch.Tensor]:
-        """One (query_length, dim) float32 tensor per query, on the CPU."""
+        """One (tokens, dim) float32 tensor per query, on the CPU: `query_length` tokens with query expansion,
+        the query's own (at most `query_length`) without."""
         out = self.model.encode_query(
             list(queries), batch_size=batch_size, show_progress_bar=show_progress, convert_to_numpy=False
         )
@@ -250,4 +346,5 @@ class ColBERTEncoder:
 
     @property
     def prompts(self) -> dict[str, str]:
-        return dict(getattr(self.model, "prompts", {}) or {})
+        """The query and document markers (prompts) in use; empty ones left out."""
+        return {name: text for name, text in (getattr(self.model, "prompts", {}) or {}).items() if text}

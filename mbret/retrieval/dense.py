@@ -121,6 +121,16 @@ class DenseEncoder:
     def device(self) -> torch.device:
         return self.model.device
 
+    def count_cut_queries(self, queries: Sequence[str]) -> int:
+        """How many of `queries` (with the query prompt) are longer than `max_length` tokens and get cut."""
+        if not queries:
+            return 0
+        prefix = self.query_prompt or ""
+        ids = self.model.tokenizer(
+            [prefix + q for q in queries], return_attention_mask=False, return_token_type_ids=False, verbose=False
+        )["input_ids"]
+        return sum(len(i) > self.max_length for i in ids)
+
     def encode_queries(self, queries: Sequence[str], batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
         return self.encode(
             queries,

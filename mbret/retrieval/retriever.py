@@ -7,7 +7,6 @@ an exact MaxSim index. Both sides share one protocol (`encode_corpus`, `encode_q
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,7 +31,6 @@ from mbret.indexes import (
     load_index,
     read_manifest,
 )
-from mbret.indexes.plaid import default_num_centroids
 from mbret.retrieval.backbone import model_identity
 from mbret.retrieval.colbert import ColBERTEncoder
 from mbret.retrieval.dense import DenseEncoder
@@ -69,12 +67,14 @@ def load_encoder(
     seed: int = 0,
     query_prompt: str | None = None,
     document_prompt: str | None = None,
+    query_expansion: bool | None = None,
 ) -> DenseEncoder | ColBERTEncoder:
-    """The encoder of a mode: prompts are dense-only (ColBERT uses its [Q]/[D] markers)."""
+    """The encoder of a mode: prompts are dense-only (ColBERT uses its markers), and so are the query
+    length, document length and query expansion colbert-only."""
     check_mode(mode)
     if mode == "colbert":
         if query_prompt or document_prompt:
-            raise MbretError("--query-prompt/--document-prompt apply to --mode dense; ColBERT uses its [Q]/[D] markers")
+            raise MbretError("--query-prompt/--document-prompt apply to --mode dense; ColBERT uses its own markers")
         return ColBERTEncoder.load(
             model,
             device=device,
@@ -82,7 +82,10 @@ def load_encoder(
             query_length=query_length,
             document_length=document_length if document_length is not None else max_length,
             seed=seed,
+            query_expansion=query_expansion,
         )
+    if query_expansion is not None:
+        raise MbretError("--query-expansion/--no-query-expansion apply to --mode colbert")
     return DenseEncoder.load(
         model,
         device=device,
@@ -127,6 +130,7 @@ class Retriever:
         query_length: int | None = None,
         document_length: int | None = None,
         seed: int = 0,
+        query_expansion: bool | None = None,
     ) -> Retriever:
         """Encode `corpus` and index it; the corpus is fully validated before this is called."""
         if isinstance(model, (DenseEncoder, ColBERTEncoder)):
@@ -142,6 +146,7 @@ class Retriever:
                 query_length=query_length,
                 document_length=document_length,
                 seed=seed,
+                query_expansion=query_expansion,
             )
         index_type = check_mode(mode, index_type)
         index: FaissIndex | ExactMaxSimIndex | PlaidIndex
@@ -216,13 +221,12 @@ class Retriever:
                 bar.update(len(rows))
 
     def _plaid_training_sample(self, texts: list[str]) -> np.ndarray:
-        """Indices of a seeded sample of documents holding ~40 token vectors per centroid to be trained."""
-        rng = np.random.default_rng(self.index.seed)
-        probe = rng.choice(len(texts), size=min(len(texts), 256), replace=False)
+        """The documents a new PLAID index trains on (`PlaidIndex.sample_documents`), sized from the token
+        counts of a seeded probe of 256 documents rather than of all of them."""
+        assert isinstance(self.index, PlaidIndex)
+        probe = np.random.default_rng(self.index.seed).choice(len(texts), size=min(len(texts), 256), replace=False)
         tokens_per_doc = self.encoder.count_tokens([texts[i] for i in probe]) / max(len(probe), 1)
-        centroids = self.index.num_centroids or default_num_centroids(int(tokens_per_doc * len(texts)))
-        wanted = int(math.ceil(40 * centroids / max(tokens_per_doc, 1.0)))
-        return np.sort(rng.choice(len(texts), size=min(len(texts), max(wanted, 1)), replace=False))
+        return self.index.sample_documents(len(texts), tokens_per_doc)
 
     def _time(self, name: str, start: float) -> None:
         self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
@@ -246,6 +250,25 @@ class Retriever:
         self.index.search_params = PlaidSearchParams(
             **{name: value if value is not None else saved[name] for name, value in vars(params).items()}
         )
+
+    def count_cut_queries(self, queries: Sequence[str]) -> int:
+        """How many of `queries` are longer than the encoder takes (a ColBERT head's `query_length`, a dense
+        model's `max_length`) and so lose their last tokens."""
+        return self.encoder.count_cut_queries(queries)
+
+    def cut_queries_note(self, queries: Sequence[str], cut: int | None = None) -> str | None:
+        """A line saying how many of `queries` get cut (`cut`, if counted already) and which flag raises the
+        limit; None when none are."""
+        cut = self.count_cut_queries(queries) if cut is None else cut
+        if not cut:
+            return None
+        encoder = self.encoder
+        limit, flag = (
+            (encoder.query_length, "--query-length")
+            if isinstance(encoder, ColBERTEncoder)
+            else (encoder.max_length, "--max-length")
+        )
+        return f"{cut} of {len(queries)} queries are longer than {limit} tokens and were cut ({flag} raises it)"
 
     def search(self, queries: Sequence[str], k: int = 10, show_progress: bool = False) -> list[list[Hit]]:
         """Top-k hits per query, best first."""
@@ -273,6 +296,7 @@ class Retriever:
                 query_prompt=prompts.get("query"),
                 document_prompt=prompts.get("document"),
                 query_length=encoder.query_length,
+                query_expansion=encoder.query_expansion,
                 document_length=encoder.document_length,
                 seed=encoder.seed,
             )
@@ -301,23 +325,36 @@ class Retriever:
         device: str | None = None,
         dtype: str | None = None,
         batch_size: int = 64,
+        query_expansion: bool | None = None,
+        query_length: int | None = None,
     ) -> Retriever:
-        """Reload an index with the model it was built with; a different `model` is refused."""
+        """Reload an index with the model it was built with; a different `model` is refused.
+
+        A ColBERT index's queries are encoded as its manifest says (markers, query expansion, query length);
+        `query_expansion` and `query_length` override that (they change queries only, never the documents).
+        An index written before mbret recorded `query_expansion` expanded its queries, and still does."""
         manifest = read_manifest(path)
         if model is not None:
             check_compatible(manifest, model=model_identity(model), where=path)
         index, manifest = load_index(path)
         encoder: DenseEncoder | ColBERTEncoder
         if manifest.mode == "colbert":
+            saved = manifest.query_expansion if manifest.query_expansion is not None else True
+            expansion = saved if query_expansion is None else query_expansion
             encoder = ColBERTEncoder.load(
                 manifest.model,
                 device=device,
                 dtype=dtype,
-                query_length=manifest.query_length,
+                # the saved length is a width with expansion and a cap without: it only carries over to the same
+                query_length=query_length or (manifest.query_length if expansion == saved else None),
                 document_length=manifest.document_length,
                 seed=manifest.seed or 0,
+                query_expansion=expansion,
+                markers=(manifest.query_prompt or "", manifest.document_prompt or ""),
             )
         else:
+            if query_expansion is not None or query_length is not None:
+                raise MbretError(f"{path}: a dense index; --query-expansion and --query-length apply to colbert")
             encoder = DenseEncoder.load(
                 manifest.model,
                 device=device,

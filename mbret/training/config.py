@@ -10,6 +10,10 @@ from typing import Any
 from mbret.errors import InputError, MbretError
 
 MODES = ("dense", "colbert")
+# `mbret train --mode colbert` of a head built from a non-ColBERT model: whether its queries are expanded
+# with [MASK] while it learns (and so after: the checkpoint records it). Measured both ways on SciFact
+# (docs/benchmarks.md, "ColBERT defaults"); a ColBERT/PyLate checkpoint keeps its own setting.
+NEW_HEAD_QUERY_EXPANSION = False
 # each mode's losses; the first is the default (the paper's)
 LOSSES = {
     "dense": ("cmnrl", "mnrl", "kl", "margin-mse"),
@@ -36,6 +40,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     max_length: int | None = None  # dense: tokens per text (None: the model's own)
     query_length: int | None = None  # colbert
+    query_expansion: bool | None = None  # colbert: None, the checkpoint's own (off for a new head)
     document_length: int | None = None  # colbert
     n_ways: int = 32  # documents per query for id-based distillation data (1 positive + n_ways-1)
     num_negatives: int | None = None  # cap hard negatives per query (None: all there are)
@@ -78,6 +83,8 @@ class TrainConfig:
             raise MbretError("give --epochs > 0 or --max-steps > 0")
         if not 0 <= self.warmup_ratio < 1:
             raise MbretError(f"warmup_ratio {self.warmup_ratio}: must be in [0, 1)")
+        if self.mode != "colbert" and self.query_expansion is not None:
+            raise MbretError("--query-expansion/--no-query-expansion apply to --mode colbert")
         if self.n_ways < 2:
             raise MbretError(f"--n-ways {self.n_ways}: distillation needs at least 2 documents per query")
         if require_paths:

@@ -67,6 +67,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "warmup_ratio": 0.05,  # [paper]
         "epochs": 1.0,  # [script]
         "bf16": True,  # [script]
+        "query_expansion": True,  # [script] PyLate's default: queries padded with [MASK]
         "query_length": 32,  # [script] PyLate default
         "document_length": 180,  # [script] PyLate default (mbret indexes at 300)
     },
@@ -83,6 +84,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "warmup_ratio": 0.05,  # [paper]
         "epochs": 1.0,  # [script]
         "bf16": True,  # [script]
+        "query_expansion": True,  # [script]
         "query_length": 32,  # [script]
         "document_length": 180,  # [script]
     },

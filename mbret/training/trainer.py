@@ -19,7 +19,7 @@ from transformers import TrainerCallback
 
 from mbret.errors import MbretError
 from mbret.io import atomic_new_dir, write_json_atomic
-from mbret.training.config import TrainConfig, describe
+from mbret.training.config import NEW_HEAD_QUERY_EXPANSION, TrainConfig, describe
 from mbret.training.data import TrainingData, load_training_data
 from mbret.training.losses import build_loss, check_loss_fits_data
 
@@ -48,8 +48,17 @@ def prepare(config: TrainConfig) -> tuple[Any, TrainingData]:
 
 
 def _load_encoder(config: TrainConfig) -> Any:
+    from mbret.retrieval.backbone import resolve_model_path
+    from mbret.retrieval.colbert import is_multivector_checkpoint
     from mbret.retrieval.retriever import load_encoder
 
+    expansion = config.query_expansion
+    if (
+        config.mode == "colbert"
+        and expansion is None
+        and not is_multivector_checkpoint(resolve_model_path(config.model or ""))
+    ):
+        expansion = NEW_HEAD_QUERY_EXPANSION
     return load_encoder(
         config.model or "",
         config.mode,
@@ -59,6 +68,7 @@ def _load_encoder(config: TrainConfig) -> Any:
         query_length=config.query_length,
         document_length=config.document_length,
         seed=config.seed,
+        query_expansion=expansion,
     )
 
 
