@@ -66,7 +66,11 @@ CandidatesOpt = Annotated[
 ]
 FullScoresOpt = Annotated[
     int | None,
-    typer.Option("--n-full-scores", help="plaid: docs decompressed for exact MaxSim (default n-candidates/4)."),
+    typer.Option(
+        "--n-full-scores",
+        help="plaid: docs scored exactly on their compressed vectors (default: per query, 2048 at k<=10 or "
+        "4096 at k<=100 divided by the query's tokens, at least max(k, 64)).",
+    ),
 ]
 DocLenOpt = Annotated[
     int | None,

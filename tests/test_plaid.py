@@ -69,6 +69,41 @@ def test_more_bits_reconstruct_better(corpus: tuple[list[torch.Tensor], list[tor
     assert errors == sorted(errors, reverse=True) and errors[-1] < 0.5 * errors[0]
 
 
+def test_buckets_decode_to_the_mean_of_their_training_residuals(
+    corpus: tuple[list[torch.Tensor], list[torch.Tensor]],
+) -> None:
+    """Lloyd's condition for the given cut-offs: each bucket's value is the mean of the residual values in it,
+    which no other value beats on squared error (the middle quantile, ColBERTv2's, does worse)."""
+    vectors = torch.cat(corpus[0][:300])
+    codec = ResidualCodec.train(vectors, 2, 64, seed=0)
+    residuals = (vectors - codec.centroids[codec.assign(codec.centroids, vectors)]).flatten()
+    buckets = torch.bucketize(residuals, codec.cutoffs, right=True)
+    means = torch.stack([residuals[buckets == b].mean() for b in range(4)])
+    torch.testing.assert_close(codec.weights, means, atol=1e-6, rtol=1e-5)
+    midpoints = torch.quantile(residuals, (torch.arange(4) + 0.5) / 4)
+    assert ((means[buckets] - residuals) ** 2).sum() < ((midpoints[buckets] - residuals) ** 2).sum()
+
+
+def test_chunked_build_samples_the_whole_corpus(corpus: tuple[list[torch.Tensor], list[torch.Tensor]]) -> None:
+    """`add_in_chunks` trains on documents drawn from the whole corpus (SAMPLE_SPREAD times as many as the
+    k-means sample needs, a share of each one's tokens), with centroids sized for the whole corpus."""
+    from mbret.indexes.plaid import SAMPLE_SPREAD, TRAIN_PER_CENTROID, default_num_centroids
+
+    docs, queries = corpus
+    ids = [f"d{i}" for i in range(len(docs))]
+    total = sum(len(d) for d in docs)
+    index = PlaidIndex(128, nbits=2, seed=1)
+    picks = index.sample_documents(len(docs), total / len(docs))
+    k = default_num_centroids(total)
+    needed = TRAIN_PER_CENTROID * k / (total / len(docs))
+    assert len(picks) == min(len(docs), SAMPLE_SPREAD * int(np.ceil(needed)))
+    assert list(picks) == sorted(set(picks.tolist())) and picks[-1] > len(docs) // 2  # spread over the corpus
+    index.add_in_chunks(ids, docs, chunk_docs=400)
+    assert len(index._codes) == 4 and len(index.codec.centroids) == k and len(index) == len(docs)
+    found = index.search(queries, k=1)
+    assert all(row[0][0] == f"d{i * 31}" for i, row in enumerate(found))
+
+
 @pytest.mark.parametrize("nbits", [1, 2, 4, 8])
 def test_scoring_without_decompressing_equals_decompressed_cosines(
     nbits: int, corpus: tuple[list[torch.Tensor], list[torch.Tensor]]
@@ -110,9 +145,12 @@ def test_search_defaults_follow_k() -> None:
     assert (small.n_ivf_probe, small.centroid_score_threshold, small.n_candidates) == (1, 0.5, 256)
     assert (mid.n_ivf_probe, mid.centroid_score_threshold, mid.n_candidates) == (2, 0.45, 1024)
     assert (large.n_ivf_probe, large.centroid_score_threshold, large.n_candidates) == (4, 0.4, 4096)
-    assert small.n_full_scores == 64 and large.n_full_scores == 1024
+    # fully scored documents: a budget of query tokens x documents, so short queries get more of them
+    assert [small.full_scores(10, n) for n in (4, 9, 21, 116)] == [256, 227, 97, 64]
+    assert [mid.full_scores(100, n) for n in (9, 21, 116)] == [455, 195, 100]
+    assert large.full_scores(1000, 21) == 1950 and large.full_scores(1000, 1) == 4096
     custom = PlaidSearchParams(n_ivf_probe=8, n_full_scores=7).resolved(10)
-    assert custom.n_ivf_probe == 8 and custom.n_full_scores == 7 and custom.n_candidates == 256
+    assert custom.n_ivf_probe == 8 and custom.n_candidates == 256 and custom.full_scores(10, 3) == 7
 
 
 def test_build_is_deterministic(corpus: tuple[list[torch.Tensor], list[torch.Tensor]]) -> None:

@@ -2,12 +2,14 @@
 
 Build: k-means (FAISS, seeded) on a sample of token vectors gives the centroids; every token is stored as
 its nearest centroid's id plus its residual quantised to `nbits` per dimension (bucket cut-offs from the
-residuals' quantiles, as in ColBERTv2). An inverted list maps each centroid to the documents that use it.
+residuals' quantiles, as in ColBERTv2; each bucket decodes to its residuals' mean). An inverted list maps
+each centroid to the documents that use it.
 
 Search (Santhanam et al., PLAID, 2022): candidates are the documents in the top `n_ivf_probe` centroids
 of each query token; centroid interaction with pruning (centroids scoring below
 `centroid_score_threshold` for every query token are ignored) keeps `n_candidates`; centroid interaction
-without pruning keeps `n_full_scores`; those are decompressed and scored with exact MaxSim.
+without pruning keeps `n_full_scores` (by default sized per query: more for short queries, whose
+centroid-only scores pick worse); those are scored with exact MaxSim over their decompressed vectors.
 """
 
 from __future__ import annotations
@@ -32,11 +34,18 @@ from mbret.io import atomic_file
 NBITS = (1, 2, 4, 8)
 QUANTILE_SAMPLE = 2_000_000  # residual values the bucket cut-offs are estimated from
 COMPRESS_TOKENS = 65536  # token vectors converted to float32 and compressed at a time by PlaidIndex.add
+TRAIN_PER_CENTROID = 40  # k-means sample: token vectors per centroid
+# documents drawn for the k-means sample, as a multiple of the fewest that hold it; each gives a random share
+# of its tokens. Tokens of one document are alike, so a sample of whole documents covers the corpus worse
+# than the same number of tokens drawn at random: on SciFact, PLAID's recall@10 of exact MaxSim's top 10 at
+# nbits 4 was 0.936 with whole documents and 0.952 with 4x as many (docs/benchmarks.md)
+SAMPLE_SPREAD = 4
 
 
 @dataclass
 class PlaidSearchParams:
-    """PLAID's search knobs; `None` takes ColBERT's defaults for the k asked for."""
+    """PLAID's search knobs; `None` takes the defaults for the k asked for (`resolved`, `full_scores`),
+    chosen from the quality/speed curves in docs/benchmarks.md ("PLAID search budgets")."""
 
     n_ivf_probe: int | None = None
     centroid_score_threshold: float | None = None
@@ -44,22 +53,40 @@ class PlaidSearchParams:
     n_full_scores: int | None = None
 
     def resolved(self, k: int) -> PlaidSearchParams:
-        """ColBERT's own k-dependent defaults (colbert/searcher.py) for whatever is unset."""
+        """ColBERT's own k-dependent probes, threshold and candidates (colbert/searcher.py) for whatever is
+        unset; `n_full_scores` stays None when unset, for `full_scores` to size per query."""
         if k <= 10:
             probe, threshold, candidates = 1, 0.5, 256
         elif k <= 100:
             probe, threshold, candidates = 2, 0.45, 1024
         else:
             probe, threshold, candidates = 4, 0.4, max(k * 4, 4096)
-        n_candidates = self.n_candidates or candidates
         return PlaidSearchParams(
             n_ivf_probe=self.n_ivf_probe or probe,
             centroid_score_threshold=(
                 self.centroid_score_threshold if self.centroid_score_threshold is not None else threshold
             ),
-            n_candidates=n_candidates,
-            n_full_scores=self.n_full_scores or max(n_candidates // 4, k),
+            n_candidates=self.n_candidates or candidates,
+            n_full_scores=self.n_full_scores,
         )
+
+    def full_scores(self, k: int, query_tokens: int) -> int:
+        """How many candidates stage 4 scores exactly: `n_full_scores` if set, else a budget of query tokens
+        x documents (`FULL_SCORE_BUDGET`, by k) over this query's tokens, at least `max(k, 64)` at k <= 10
+        and k above, at most `n_candidates`. Stage 4's cost grows with both factors; and the centroid-only
+        scores that pick its documents err more, relative to the score, the fewer tokens a query sums over:
+        on SciFact, 4-word queries lost 0.015 NDCG@10 with ColBERT's 64 documents at k=10 where 21-token ones
+        lost nothing and 116-token ones lost nothing with 17 (docs/benchmarks.md)."""
+        candidates = self.n_candidates or 0
+        if self.n_full_scores:
+            return min(self.n_full_scores, candidates) if candidates else self.n_full_scores
+        budget = FULL_SCORE_BUDGET[10] if k <= 10 else FULL_SCORE_BUDGET[100] * max(1, k // 100)
+        floor = max(k, 64) if k <= 10 else k
+        return max(floor, min(candidates, budget // max(query_tokens, 1)))
+
+
+# stage 4's default budget: query tokens x documents scored exactly, at k <= 10 and per 100 hits above
+FULL_SCORE_BUDGET = {10: 2048, 100: 4096}
 
 
 def default_num_centroids(num_tokens: int) -> int:
@@ -138,7 +165,11 @@ class ResidualCodec:
         else:
             values = (sample - centroids[codes]).flatten()
         cutoffs = torch.quantile(values, torch.arange(1, levels) / levels)
-        weights = torch.quantile(values, (torch.arange(levels) + 0.5) / levels)
+        # each bucket decodes to the mean of the values that fall in it (Lloyd's condition: the least squared
+        # error for these cut-offs; ColBERTv2 takes the bucket's middle quantile, ~2% more error at nbits 4)
+        buckets = torch.bucketize(values, cutoffs, right=True)
+        counts = torch.bincount(buckets, minlength=levels).clamp_min(1)
+        weights = torch.zeros(levels).index_add_(0, buckets, values) / counts
         abs_sum = sum(
             float((sample[b : b + 65536] - centroids[codes[b : b + 65536]]).abs().sum())
             for b in range(0, len(sample), 65536)
@@ -266,17 +297,20 @@ class PlaidIndex(StableDocIds):
     # -- building ------------------------------------------------------------------------------------
     def sample_documents(self, num_docs: int, tokens_per_doc: float) -> np.ndarray:
         """Sorted indices of a seeded sample of whole documents, out of `num_docs` averaging `tokens_per_doc`
-        token vectors, that holds ~40 vectors per centroid to be trained: what `train` should be given when
-        a corpus is added in chunks (`Retriever.add` encodes just these first)."""
+        token vectors, for `train` when a corpus is added in chunks (`Retriever.add` encodes just these
+        first): `SAMPLE_SPREAD` times as many as hold `TRAIN_PER_CENTROID` vectors per centroid, of which
+        `train` keeps a random share."""
         rng = np.random.default_rng(self.seed)
         centroids = self.num_centroids or default_num_centroids(int(tokens_per_doc * num_docs))
-        wanted = int(math.ceil(40 * centroids / max(tokens_per_doc, 1.0)))
+        wanted = SAMPLE_SPREAD * int(math.ceil(TRAIN_PER_CENTROID * centroids / max(tokens_per_doc, 1.0)))
         return np.sort(rng.choice(num_docs, size=min(num_docs, max(wanted, 1)), replace=False))
 
     def train(self, sample: torch.Tensor, num_tokens: int | None = None) -> None:
-        """Fit centroids and residual buckets on a sample of token vectors from a corpus of `num_tokens`."""
+        """Fit centroids and residual buckets on a sample of token vectors from a corpus of `num_tokens`
+        (k-means on `TRAIN_PER_CENTROID` of them per centroid, drawn at random with the index's seed)."""
         k = self.num_centroids or default_num_centroids(num_tokens or len(sample))
         self.num_centroids = k
+        sample = _sample(sample, TRAIN_PER_CENTROID * k, self.seed)
         self.codec = ResidualCodec.train(sample, self.nbits, k, seed=self.seed, niter=self.kmeans_niter)
 
     def add(self, doc_ids: Sequence[str], embeddings: Sequence[torch.Tensor]) -> None:
@@ -294,7 +328,7 @@ class PlaidIndex(StableDocIds):
             vectors = torch.cat([t.float() for t in tensors])
             if self.num_centroids is None:
                 self.num_centroids = default_num_centroids(len(vectors))
-            self.train(_sample(vectors, self.num_centroids * 40, self.seed))
+            self.train(vectors)
             del vectors
         assert self.codec is not None
         # compress ~65k tokens at a time, converted to float32 only then: the temporaries stay a few tens of
@@ -325,7 +359,9 @@ class PlaidIndex(StableDocIds):
         if self.codec is None and len(embeddings):
             total = sum(len(e) for e in embeddings)
             picks = self.sample_documents(len(embeddings), total / len(embeddings))
-            self.train(torch.cat([torch.as_tensor(embeddings[i]).float() for i in picks]), num_tokens=total)
+            # float16 until `train` has drawn its share: the documents drawn hold SAMPLE_SPREAD times that
+            sample = torch.cat([torch.as_tensor(embeddings[i]).to(torch.float16) for i in picks])
+            self.train(sample, num_tokens=total)
         for begin in range(0, len(doc_ids), chunk_docs):
             self.add(doc_ids[begin : begin + chunk_docs], embeddings[begin : begin + chunk_docs])
 
@@ -518,9 +554,12 @@ class PlaidIndex(StableDocIds):
         approx = best.sum(dim=1).masked_fill_(~is_candidate, float("-inf"))
         count = min(p.n_candidates, int(is_candidate.sum()))
         candidates = approx.topk(count).indices
-        # 3. centroid interaction without pruning, over every centroid of the survivors
-        approx = self._centroid_interaction(scores_t, candidates)
-        candidates = candidates[approx.topk(min(p.n_full_scores, len(candidates))).indices]
+        # 3. centroid interaction without pruning, over every centroid of the survivors (nothing to choose
+        #    when stage 4 takes them all)
+        n_full = p.full_scores(k, lq)
+        if n_full < len(candidates):
+            approx = self._centroid_interaction(scores_t, candidates)
+            candidates = candidates[approx.topk(n_full).indices]
         # 4. exact MaxSim on decompressed vectors
         exact = self._exact_scores(q, scores_t, candidates)
         top = exact.topk(min(k, len(candidates)))
