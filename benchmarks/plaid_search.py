@@ -1,13 +1,26 @@
-"""PLAID against exact MaxSim on SciFact (ColBERT head over all-MiniLM-L6-v2), in one run.
+"""PLAID against exact MaxSim on SciFact's three query sets (ColBERT head over all-MiniLM-L6-v2), in one run.
 
-Prints, for exact MaxSim (float32: the baseline; then with the bfloat16 screen, same hits) and PLAID at
-each nbits: search queries/s (index search only, queries encoded once beforehand), NDCG@10, and the ratio
-of queries/s to float32 exact MaxSim's; then PLAID build time and peak
-RSS at three corpus sizes (each build in its own process, streaming chunks from a memory-mapped file),
-and bytes per token at each nbits.
+The corpus is encoded once into an exact MaxSim index (`--exact DIR`, or WORK/exact, encoded with mbret's
+defaults when missing); every PLAID index is built from those same vectors, so the two searches differ
+only in PLAID. Query sets: SciFact's own test queries (`full`), the same cut to four words (`short`), and
+known-item queries of three middle sentences of a document (`long`), from `mbret.eval.query_sets`. Queries
+are encoded once beforehand; queries/s is index search only.
 
-The corpus is encoded once into an exact index directory (reused when present):
-    python benchmarks/plaid_search.py --data ../shared/data/beir/scifact --work runs/plaid-bench
+Sections (`--sections`, any of):
+- `speed`: exact MaxSim in float32 (the baseline) and with the bfloat16 screen (same hits), and PLAID at
+  its default search budgets, at k=10 and k=100 (NDCG@10 from the top 100: eval's depth): queries/s,
+  NDCG@10, its difference from exact and the ratio of queries/s to float32 exact, per query set; then
+  bytes per token and build time / peak RSS (each build in its own process);
+- `curves`: NDCG@10 difference from exact, recall@10 of exact's top 10, and queries/s along a ladder of
+  search budgets (probes, threshold, candidates, fully scored documents), per nbits, query set and k;
+- `fidelity`: the NDCG@10 difference at the defaults for both build paths (`one-shot`: every vector given
+  to `PlaidIndex.add`, which trains on a sample of them; `streaming`: trained on a sample of whole
+  documents, then added 2,048 documents at a time, as `Retriever` builds) and three codec seeds;
+- `sizes`: build time and peak RSS at three corpus fractions (nbits 2, each in its own process).
+
+Writes WORK/plaid_search.json.
+
+    python benchmarks/plaid_search.py --work runs/plaid-bench --sections speed curves fidelity
 """
 
 from __future__ import annotations
@@ -23,6 +36,27 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mbret.eval.data import Dataset
+from mbret.indexes import ExactMaxSimIndex, PlaidIndex
+from mbret.retrieval.colbert import ColBERTEncoder
+
+CHUNK_DOCS = 2048
+# (n_ivf_probe, centroid_score_threshold, n_candidates, n_full_scores), cheapest first
+LADDER = [
+    (1, 0.5, 256, 64),
+    (1, 0.5, 256, 128),
+    (1, 0.5, 256, 256),
+    (2, 0.45, 512, 128),
+    (2, 0.45, 512, 256),
+    (2, 0.45, 1024, 256),
+    (2, 0.45, 1024, 512),
+    (4, 0.4, 1024, 256),
+    (4, 0.4, 2048, 512),
+    (4, 0.4, 4096, 1024),
+    (8, 0.3, 4096, 1024),
+    (16, 0.0, 4096, 4096),
+]
+
 
 def peak_rss_mb() -> float:
     """This process's peak resident memory. Linux's VmHWM belongs to the address space made by exec, so
@@ -35,9 +69,16 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def build_plaid_from_npy(embeddings_dir: str, fraction: float, nbits: int, out: str, chunk_docs: int = 2048) -> None:
+def build_streaming(doc_ids: list[str | None], docs: list[torch.Tensor], nbits: int, seed: int = 0) -> PlaidIndex:
+    """Trained on a seeded sample of whole documents, then added `CHUNK_DOCS` at a time: `Retriever`'s way."""
+    index = PlaidIndex(docs[0].shape[1], nbits=nbits, seed=seed)
+    index.add_in_chunks(doc_ids, docs, chunk_docs=CHUNK_DOCS)
+    return index
+
+
+def build_plaid_from_npy(embeddings_dir: str, fraction: float, nbits: int, out: str) -> None:
     """Stream a fraction of an exact index's token vectors into a PLAID index; print time and peak RSS."""
-    from mbret.indexes import Manifest, PlaidIndex, read_manifest
+    from mbret.indexes import Manifest, read_manifest
 
     manifest = read_manifest(embeddings_dir)
     doc_ids = json.loads((Path(embeddings_dir) / manifest.files["doc_ids"]).read_text())["doc_ids"]
@@ -59,151 +100,189 @@ def build_plaid_from_npy(embeddings_dir: str, fraction: float, nbits: int, out: 
     offsets = np.concatenate([[0], np.cumsum(doclens)])
     start = time.perf_counter()
     index = PlaidIndex(manifest.dimension, nbits=nbits)
-    rng = np.random.default_rng(0)
-    from mbret.indexes.plaid import default_num_centroids
-
     num_tokens = int(offsets[n_docs])
-    k = default_num_centroids(num_tokens)
-    # train on whole documents drawn at random, as Retriever.add does, until ~40 vectors per centroid
-    order = rng.permutation(n_docs)
-    wanted = np.searchsorted(np.cumsum(doclens[order]), 40 * k) + 1
-    picked = np.sort(order[:wanted])
-    sample = np.concatenate([read_rows(int(offsets[i]), int(offsets[i + 1])) for i in picked]).astype(np.float32)
+    picked = index.sample_documents(n_docs, num_tokens / n_docs)
+    sample = np.concatenate([read_rows(int(offsets[i]), int(offsets[i + 1])) for i in picked])  # float16
     index.train(torch.from_numpy(sample), num_tokens=num_tokens)
     del sample
-    for begin in range(0, n_docs, chunk_docs):
-        end = min(begin + chunk_docs, n_docs)
+    for begin in range(0, n_docs, CHUNK_DOCS):
+        end = min(begin + CHUNK_DOCS, n_docs)
         block = torch.from_numpy(read_rows(int(offsets[begin]), int(offsets[end])))  # float16, as stored
-        docs = list(torch.split(block, doclens[begin:end].tolist()))
-        index.add(doc_ids[begin:end], docs)
-    index.save(
-        out,
-        Manifest(
-            kind="plaid",
-            mode="colbert",
-            model=manifest.model,
-            dimension=manifest.dimension,
-            normalized=True,
-            max_length=manifest.max_length,
-            num_docs=0,
-            index_type="plaid",
-        ),
-        replace=True,
-    )
+        index.add(doc_ids[begin:end], list(torch.split(block, doclens[begin:end].tolist())))
+    fields = {"mode": "colbert", "model": manifest.model, "normalized": True, "max_length": manifest.max_length}
+    index.save(out, Manifest(kind="plaid", dimension=index.dimension, num_docs=0, index_type="plaid", **fields))
     seconds = time.perf_counter() - start
-    peak_mb = peak_rss_mb()
-    print(json.dumps({"docs": n_docs, "tokens": num_tokens, "build_s": seconds, "peak_rss_mb": peak_mb}))
+    print(json.dumps({"docs": n_docs, "tokens": num_tokens, "build_s": seconds, "peak_rss_mb": peak_rss_mb()}))
+
+
+class QuerySet:
+    """One query set's encoded queries, qrels and exact MaxSim reference."""
+
+    def __init__(self, name: str, dataset: Dataset, encoder: ColBERTEncoder) -> None:
+        self.name, self.qrels = name, dataset.qrels
+        self.qids = list(dataset.queries)
+        self.vectors = encoder.encode_queries([dataset.queries[q] for q in self.qids])
+        self.exact_ndcg: float | None = None
+        self.exact_top10: list[set[str]] = []
+
+    def score(self, hits: list[list[tuple[str, float]]]) -> float:
+        from mbret.eval.metrics import evaluate_run
+
+        # no SciFact query id equals a doc id (nor a long query's "long-<doc>"): nothing for BEIR to drop
+        run = {q: dict(row) for q, row in zip(self.qids, hits)}
+        return evaluate_run(self.qrels, run, ["ndcg@10"])[0]["ndcg@10"]
+
+    def measure(self, index: ExactMaxSimIndex | PlaidIndex, k: int, **options: object) -> dict[str, float]:
+        index.search(self.vectors[:2], k=k, **options)  # warm-up: builds derived state
+        start = time.perf_counter()
+        hits = index.search(self.vectors, k=k, **options)
+        seconds = time.perf_counter() - start
+        found = [{d for d, _ in row[:10]} for row in hits]
+        row = {"qps": len(self.qids) / seconds, "ndcg@10": self.score(hits)}
+        if self.exact_ndcg is None:
+            self.exact_ndcg, self.exact_top10 = row["ndcg@10"], found
+        row["diff"] = row["ndcg@10"] - self.exact_ndcg
+        row["recall@10"] = sum(len(f & e) for f, e in zip(found, self.exact_top10)) / max(
+            sum(len(e) for e in self.exact_top10), 1
+        )
+        return row
+
+
+def speed_line(query_set: str, label: str, k: int, row: dict[str, float], baseline_qps: float) -> str:
+    return (
+        f"{query_set:<6} {label:<18} {k:>4} {row['qps']:10.2f} {row['ndcg@10']:8.4f} {row['diff']:+9.4f} "
+        f"{row['qps'] / baseline_qps:8.1f}"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="../shared/data/beir/scifact")
-    parser.add_argument("--model", default="minilm")
     parser.add_argument("--work", default="runs/plaid-bench", help="where the encoded corpus and indexes go")
+    parser.add_argument("--exact", help="an exact MaxSim index of --data to reuse (default: WORK/exact)")
+    parser.add_argument("--model", default="minilm", help="encodes WORK/exact when it is missing")
     parser.add_argument("--nbits", type=int, nargs="+", default=[2, 4])
-    parser.add_argument(
-        "--sizes", type=float, nargs="*", default=[0.25, 0.5, 1.0], help="corpus fractions; none: skip those builds"
-    )
-    parser.add_argument("--only-sizes", action="store_true", help="run only the three-size build measurement")
+    parser.add_argument("--query-sets", nargs="+", default=["full", "short", "long"])
+    parser.add_argument("--sections", nargs="+", default=["speed"], choices=["speed", "curves", "fidelity", "sizes"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="fidelity: codec seeds")
+    parser.add_argument("--rungs", type=int, nargs="+", help="curves: which budgets of the ladder (0 = cheapest)")
+    parser.add_argument("--sizes", type=float, nargs="+", default=[0.25, 0.5, 1.0], help="sizes: corpus fractions")
     parser.add_argument("--_build", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._build:
         build_plaid_from_npy(args._build[0], float(args._build[1]), int(args._build[2]), args._build[3])
         return
 
-    from mbret.eval.data import load_dataset
-    from mbret.eval.metrics import evaluate_run
+    from mbret.eval.data import load_beir_dir
+    from mbret.eval.query_sets import query_sets
     from mbret.hardware import cpu_has_native
-    from mbret.indexes import ExactMaxSimIndex, load_index
+    from mbret.indexes import PlaidSearchParams
     from mbret.retrieval import Retriever
-    from mbret.retrieval.colbert import ColBERTEncoder
 
     work = Path(args.work)
-    dataset = load_dataset(args.data)
-    exact_dir = work / "exact"
-    encoder = ColBERTEncoder.load(args.model, device="cpu")
+    work.mkdir(parents=True, exist_ok=True)
+    exact_dir = Path(args.exact) if args.exact else work / "exact"
+    dataset = load_beir_dir(args.data)
     if not (exact_dir / "manifest.json").is_file():
-        retriever = Retriever(encoder=encoder, index=ExactMaxSimIndex(encoder.dimension))
-        retriever.add(dataset.corpus)
-        retriever.save(exact_dir, replace=True)
-        print(f"encoded {len(dataset.corpus)} documents in {retriever.timings['encode_corpus_s']:.0f}s")
-    exact, _ = load_index(exact_dir)
-    qids = list(dataset.queries)
-    queries = encoder.encode_queries([dataset.queries[q] for q in qids])
+        built = Retriever.build(dataset.corpus, args.model, mode="colbert", index_type="exact")
+        built.save(exact_dir, replace=True)
+        print(f"encoded {len(dataset.corpus)} documents in {built.timings['encode_corpus_s']:.0f}s")
+    exact = Retriever.load(exact_dir, device="cpu")
+    tokens, lengths = exact.index._flat()
+    doc_ids, docs = list(exact.index.doc_ids), list(torch.split(tokens, lengths.tolist()))
+    sets = {name: QuerySet(name, ds, exact.encoder) for name, ds in query_sets(dataset).items()}
+    sets = {name: sets[name] for name in args.query_sets}
+    out_file = work / "plaid_search.json"
+    results: dict = {"exact": str(exact_dir), "markers": exact.encoder.prompts}
+    results["query_expansion"] = exact.encoder.query_expansion
     print(
-        f"{len(exact)} documents, {exact.num_tokens} token vectors, {len(qids)} queries; "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+        f"{len(exact.index)} documents, {exact.index.num_tokens} token vectors; queries: "
+        + ", ".join(f"{s.name} {len(s.qids)}" for s in sets.values())
+        + f"; torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"native bfloat16 {cpu_has_native(torch.bfloat16, unknown=False)}"
     )
+    baseline: dict[tuple[str, int], float] = {}
+    for qs in sets.values():  # exact MaxSim in float32 throughout: the reference and the speed baseline
+        for k in (100, 10):
+            row = qs.measure(exact.index, k, screen=False)
+            baseline[qs.name, k] = row["qps"]
+            results[f"exact/{qs.name}/{k}"] = row
+        print(f"{qs.name}: exact NDCG@10 {qs.exact_ndcg:.4f}, {baseline[qs.name, 10]:.1f} queries/s at k=10")
 
-    def measure(index: object, k: int, **options: object) -> tuple[float, float]:
-        index.search(queries[:2], k=k, **options)  # warm-up: builds derived state
-        start = time.perf_counter()
-        hits = index.search(queries, k=k, **options)  # SciFact has no query id equal to a doc id: nothing to drop
-        seconds = time.perf_counter() - start
-        run = {q: dict(row) for q, row in zip(qids, hits)}
-        ndcg = evaluate_run(dataset.qrels, run, ["ndcg@10"])[0]["ndcg@10"]
-        return len(qids) / seconds, ndcg
+    def save() -> None:
+        out_file.write_text(json.dumps(results, indent=1, default=float))
 
-    if args.only_sizes:
-        args.nbits = []
-    # the baseline: exact MaxSim in float32 throughout; then as search runs it by default (with the bfloat16
-    # screen where the CPU has native bfloat16), whose hits are the same
-    exact_rows = {k: measure(exact, k, screen=False) for k in (10, 100)} if args.nbits else {}
-    screen_rows = {k: measure(exact, k, screen=True) for k in (10, 100)} if args.nbits else {}
-    if args.nbits:
-        native = cpu_has_native(torch.bfloat16, unknown=False)
-        print(f"native bfloat16 on this CPU: {native} (so exact search screens by default: {native})")
-    print(f"{'index':<16} {'k':>4} {'queries/s':>10} {'NDCG@10':>8} {'x exact':>8}" if args.nbits else "")
-    for k, (qps, ndcg) in exact_rows.items():
-        print(f"{'exact MaxSim':<16} {k:>4} {qps:10.2f} {ndcg:8.4f} {1.0:8.1f}")
-    for k, (qps, ndcg) in screen_rows.items():
-        print(f"{'exact, screened':<16} {k:>4} {qps:10.2f} {ndcg:8.4f} {qps / exact_rows[k][0]:8.1f}")
-    builds = {}
-    for nbits in args.nbits:
-        out = work / f"plaid-nbits{nbits}"
-        done = subprocess.run(
-            [sys.executable, __file__, "--_build", str(exact_dir), "1.0", str(nbits), str(out)],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        builds[nbits] = json.loads(done.stdout.strip().splitlines()[-1])
-        plaid, _ = load_index(out)
-        stored = sum(f.stat().st_size for f in out.glob("*.npy") if f.name.startswith(("codes", "residuals")))
-        builds[nbits]["bytes_per_token"] = stored / plaid.num_tokens
-        for k in (10, 100):
-            qps, ndcg = measure(plaid, k)
+    if "speed" in args.sections:
+        print(f"{'set':<6} {'index':<18} {'k':>4} {'queries/s':>10} {'NDCG@10':>8} {'vs exact':>9} {'x exact':>8}")
+        for qs in sets.values():
+            for k in (10, 100):
+                print(speed_line(qs.name, "exact MaxSim", k, results[f"exact/{qs.name}/{k}"], baseline[qs.name, k]))
+                row = qs.measure(exact.index, k, screen=True)
+                results[f"screened/{qs.name}/{k}"] = row
+                print(speed_line(qs.name, "exact, screened", k, row, baseline[qs.name, k]))
+        for nbits in args.nbits:
+            out = work / f"plaid-nbits{nbits}"
+            done = subprocess.run(
+                [sys.executable, __file__, "--_build", str(exact_dir), "1.0", str(nbits), str(out)],
+                check=True, capture_output=True, text=True,
+            )  # fmt: skip
+            build = json.loads(done.stdout.strip().splitlines()[-1])
+            plaid, _ = PlaidIndex.load(out)
+            stored = sum(f.stat().st_size for f in out.glob("*.npy") if f.name.startswith(("codes", "residuals")))
+            build["bytes_per_token"] = stored / plaid.num_tokens
+            results[f"build/{nbits}"] = build
+            for qs in sets.values():
+                for k in (10, 100):
+                    row = qs.measure(plaid, k)
+                    results[f"plaid{nbits}/{qs.name}/{k}"] = row
+                    print(speed_line(qs.name, f"PLAID nbits={nbits}", k, row, baseline[qs.name, k]))
             print(
-                f"{'PLAID nbits=' + str(nbits):<16} {k:>4} {qps:10.2f} {ndcg:8.4f} {qps / exact_rows[k][0]:8.1f}"
-                f"  ({qps / screen_rows[k][0]:.1f}x screened)"
+                f"PLAID nbits={nbits}: {build['bytes_per_token']:.1f} bytes/token on disk (codes + residuals); "
+                f"build from encoded vectors {build['build_s']:.1f}s, peak RSS {build['peak_rss_mb']:.0f} MB"
             )
-    for nbits, build in builds.items():
-        print(
-            f"PLAID nbits={nbits}: {build['bytes_per_token']:.1f} bytes/token on disk (codes + residuals); "
-            f"build from encoded vectors {build['build_s']:.1f}s, peak RSS {build['peak_rss_mb']:.0f} MB"
-        )
-    if args.sizes:
-        print(f"build at {len(args.sizes)} corpus sizes (nbits=2, streaming 2048-document chunks):")
-    for fraction in args.sizes:
-        done = subprocess.run(
-            [
-                sys.executable,
-                __file__,
-                "--_build",
-                str(exact_dir),
-                str(fraction),
-                "2",
-                str(work / f"plaid-size{fraction}"),
-            ],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        build = json.loads(done.stdout.strip().splitlines()[-1])
-        print(
-            f"  {build['docs']:>6} docs {build['tokens']:>9} tokens: build {build['build_s']:6.1f}s, "
-            f"peak RSS {build['peak_rss_mb']:6.0f} MB"
-        )
+            save()
+    if "curves" in args.sections:
+        for nbits in args.nbits:
+            plaid = build_streaming(doc_ids, docs, nbits)
+            for qs in sets.values():
+                for k in (10, 100):
+                    for budget in [LADDER[i] for i in args.rungs] if args.rungs else LADDER:
+                        if budget[3] < k:
+                            continue
+                        row = qs.measure(plaid, k, params=PlaidSearchParams(*budget))
+                        results[f"curve/{nbits}/{qs.name}/{k}/{budget}"] = row
+                        print(f"curve nbits={nbits} {qs.name:<5} k={k:<3} {budget}: {row['diff']:+.4f} NDCG@10, "
+                              f"recall@10 {row['recall@10']:.3f}, {row['qps']:.0f} q/s", flush=True)  # fmt: skip
+                    save()
+    if "fidelity" in args.sections:
+        for nbits in args.nbits:
+            for path in ("one-shot", "streaming"):
+                for seed in args.seeds:
+                    if path == "one-shot":
+                        plaid = PlaidIndex(exact.index.dimension, nbits=nbits, seed=seed)
+                        plaid.add(doc_ids, docs)
+                    else:
+                        plaid = build_streaming(doc_ids, docs, nbits, seed)
+                    for qs in sets.values():
+                        for k in (10, 100):
+                            row = qs.measure(plaid, k)
+                            results[f"fidelity/{nbits}/{path}/{seed}/{qs.name}/{k}"] = row
+                            print(f"fidelity nbits={nbits} {path:<9} seed={seed} {qs.name:<5} k={k:<3}: "
+                                  f"{row['diff']:+.4f} NDCG@10, {row['qps']:.0f} q/s", flush=True)  # fmt: skip
+                    save()
+    if "sizes" in args.sections:
+        print(f"build at {len(args.sizes)} corpus sizes (nbits=2, streaming {CHUNK_DOCS}-document chunks):")
+        for fraction in args.sizes:
+            done = subprocess.run(
+                [sys.executable, __file__, "--_build", str(exact_dir), str(fraction), "2",
+                 str(work / f"plaid-size{fraction}")],
+                check=True, capture_output=True, text=True,
+            )  # fmt: skip
+            build = json.loads(done.stdout.strip().splitlines()[-1])
+            results[f"size/{fraction}"] = build
+            print(f"  {build['docs']:>6} docs {build['tokens']:>9} tokens: build {build['build_s']:6.1f}s, "
+                  f"peak RSS {build['peak_rss_mb']:6.0f} MB")  # fmt: skip
+    save()
 
 
 if __name__ == "__main__":

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from mbret.errors import MbretError
+from mbret.errors import MbretError, MbretWarning
 from mbret.indexes.plaid import PlaidSearchParams
 
 app = typer.Typer(
@@ -722,13 +723,28 @@ def score(
     typer.echo(f"scored {rows} rows with {teacher}; wrote {out}")
 
 
+def _show_warning(shown):  # noqa: ANN001, ANN202 - wraps warnings.showwarning, whatever its signature
+    """mbret's own warnings as one `warning: ...` line on stderr (as errors are); others as Python shows them."""
+
+    def show(message, category, *rest, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        if issubclass(category, MbretWarning):
+            typer.echo(f"warning: {message}", err=True)
+        else:
+            shown(message, category, *rest, **kwargs)
+
+    return show
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code; user errors become one line on stderr and code 2."""
     import click
 
     _quiet_libraries()
     try:
-        app(args=argv, prog_name="mbret", standalone_mode=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", MbretWarning)
+            warnings.showwarning = _show_warning(warnings.showwarning)
+            app(args=argv, prog_name="mbret", standalone_mode=False)
     except click.exceptions.UsageError as exc:
         exc.show()
         return 2

@@ -11,6 +11,10 @@ class MbretError(Exception):
     exit_code = 2
 
 
+class MbretWarning(UserWarning):
+    """Something the user should know that does not stop the run: the CLI prints it as `warning: ...`."""
+
+
 class InputError(MbretError):
     """Malformed input data, located by file and (1-based) line."""
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from mbret.errors import MbretError
+from mbret.errors import MbretError, MbretWarning
 from mbret.hardware import cpu_has_native
 from mbret.io import atomic_new_dir
 
@@ -71,6 +71,7 @@ def choose_dtype(device: str, dtype: str | None = None) -> torch.dtype:
                 f"--dtype {dtype}: this CPU has no native {str(chosen).removeprefix('torch.')} matrix multiply, "
                 "so encoding will be many times slower than float32 (a float16 matmul ran 67x slower on an "
                 "AVX512 CPU without it)",
+                MbretWarning,
                 stacklevel=2,
             )
         return chosen
@@ -105,7 +106,9 @@ def training_run_model(path: Path) -> Path:
         return path
     final = path / "final"
     if (final / "config.json").is_file():
-        warnings.warn(f"--model {path}: an mbret training run; using its final model, {final}", stacklevel=3)
+        warnings.warn(
+            f"--model {path}: an mbret training run; using its final model, {final}", MbretWarning, stacklevel=3
+        )
         return final
     checkpoints = sorted((path / "checkpoints").glob("checkpoint-*"), key=lambda p: p.name)
     hint = f"; pass a checkpoint such as {checkpoints[-1]}" if checkpoints else ""
