@@ -13,6 +13,7 @@ import typer
 
 from mbret.errors import MbretError, MbretWarning
 from mbret.indexes.plaid import PlaidSearchParams
+from mbret.io import index_lock
 
 app = typer.Typer(
     help="mbret: dense and ColBERT retrieval on ModernBERT (or any HF encoder), with indexes and BEIR evaluation.\n\n"
@@ -190,19 +191,20 @@ def index(
     index_type = check_mode(mode, index_type)
     docs = load_corpus(corpus)  # validated in full before anything is written
     if add:
-        retriever = Retriever.load(
-            out,
-            model=model,
-            device=device,
-            dtype=dtype,
-            batch_size=batch_size,
-            query_expansion=query_expansion,
-            query_length=query_length,
-        )
-        retriever.add(docs)
-        if recluster:
-            retriever.recluster()
-        retriever.save(out)
+        with index_lock(out):  # held from load to save: concurrent writers queue, none loses another's change
+            retriever = Retriever.load(
+                out,
+                model=model,
+                device=device,
+                dtype=dtype,
+                batch_size=batch_size,
+                query_expansion=query_expansion,
+                query_length=query_length,
+            )
+            retriever.add(docs)
+            if recluster:
+                retriever.recluster()
+            retriever.save(out)
         drift = getattr(retriever.index, "drift", None)
         typer.echo(
             f"added {len(docs)} documents to {out} ({len(retriever.index)} in all)"
@@ -301,9 +303,10 @@ def delete(
     """Delete documents by id; every other document keeps its id."""
     from mbret.indexes import load_index
 
-    index, manifest = load_index(index_dir)
-    removed = index.delete(doc_ids)
-    index.save(index_dir, manifest)
+    with index_lock(index_dir):  # held from load to save, so concurrent deletes all persist
+        index, manifest = load_index(index_dir)
+        removed = index.delete(doc_ids)
+        index.save(index_dir, manifest)
     typer.echo(f"deleted {removed} documents from {index_dir} ({len(index)} left)")
 
 
@@ -312,11 +315,12 @@ def compact(index_dir: Annotated[Path, typer.Argument(metavar="DIR", help="Index
     """Free the space of deleted documents (plaid, exact); doc ids keep their meaning."""
     from mbret.indexes import load_index
 
-    index, manifest = load_index(index_dir)
-    if not hasattr(index, "compact"):
-        raise MbretError(f"{index_dir}: FAISS indexes drop vectors on delete; there is nothing to compact")
-    freed = index.compact()
-    index.save(index_dir, manifest, replace=True)
+    with index_lock(index_dir):
+        index, manifest = load_index(index_dir)
+        if not hasattr(index, "compact"):
+            raise MbretError(f"{index_dir}: FAISS indexes drop vectors on delete; there is nothing to compact")
+        freed = index.compact()
+        index.save(index_dir, manifest, replace=True)
     typer.echo(f"compacted {index_dir}: {freed} token vectors freed, {len(index)} documents")
 
 

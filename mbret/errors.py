@@ -28,3 +28,7 @@ class InputError(MbretError):
 
 class IndexFormatError(MbretError):
     """An index directory that is missing, truncated, or built for another model."""
+
+
+class StaleIndexError(MbretError):
+    """A save on top of an index generation that another writer has replaced since this one was loaded."""

@@ -1,15 +1,52 @@
-"""Atomic writes: a killed process leaves either the old file/directory or the new one, never half of one."""
+"""Atomic writes: a killed process leaves either the old file/directory or the new one, never half of one;
+and the write lock of a directory (`index_lock`; fcntl's `flock`, as SQLite and pip's caches lock: the OS
+frees it when its holder dies, so a killed writer never leaves it stuck)."""
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+_LOCKS: dict[str, threading.RLock] = {}
+_LOCKS_GUARD = threading.Lock()
+_HELD: dict[str, tuple[int, int]] = {}  # lock file -> (fd, depth) while this process holds it
+
+
+@contextlib.contextmanager
+def index_lock(path: str | Path) -> Iterator[None]:
+    """Hold the exclusive write lock on directory `path`, waiting for it: an advisory `flock` on the file
+    `.NAME.lock` beside it (beside, not inside, as a replaced directory is swapped out whole), and a lock
+    per thread within this process. Re-entrant in the thread that holds it, so a command can hold it around
+    load, change and save while the save takes it again."""
+    import fcntl
+
+    path = Path(path).absolute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    name = str(path.parent / f".{path.name}.lock")
+    with _LOCKS_GUARD:
+        local = _LOCKS.setdefault(name, threading.RLock())
+    with local:
+        fd, depth = _HELD.get(name, (-1, 0))
+        if depth == 0:
+            fd = os.open(name, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        _HELD[name] = (fd, depth + 1)
+        try:
+            yield
+        finally:
+            if depth == 0:
+                del _HELD[name]
+                os.close(fd)  # releases the flock
+            else:
+                _HELD[name] = (fd, depth)
 
 
 def _umask() -> int:
@@ -76,3 +113,22 @@ def atomic_new_dir(path: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def restore_interrupted_swap(path: str | Path) -> bool:
+    """Put back the previous directory if a writer was killed inside `atomic_new_dir`'s swap, after moving
+    `path` aside and before moving the new one in (the one moment `path` is missing). Under `path`'s
+    lock, so a swap in progress finishes first. Returns whether it restored one."""
+    path = Path(path)
+    if path.exists() or not path.parent.is_dir():
+        return False
+    pattern = f".{glob.escape(path.name)}.*.old"
+    if not any(path.parent.glob(pattern)):
+        return False
+    with index_lock(path):
+        olds = sorted(path.parent.glob(pattern), key=lambda p: p.stat().st_mtime)
+        if path.exists() or not olds:
+            return False
+        os.replace(olds[-1], path)
+        _fsync_dir(path.parent)
+        return True

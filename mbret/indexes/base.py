@@ -3,6 +3,17 @@
 An index is a directory. Its `manifest.json` names the data files of the current generation; an update
 writes new files under a new generation number and then swaps the manifest with one atomic rename, so a
 killed write leaves the previous generation loadable. A new directory is built in a temp dir and renamed.
+
+Writers never lose each other's changes. Every save holds the directory's lock (`mbret.io.index_lock`) and
+commits only on top of the generation its index object was loaded from (or last saved as): a save from a
+stale object raises `StaleIndexError`, and a save into a directory that holds a different index (another
+`index_id`) is refused unless `replace=True`. To apply a change whatever others commit meanwhile, hold the
+lock around load, change and save, as the CLI's write commands do:
+
+    with index_lock(path):
+        index, manifest = load_index(path)
+        index.delete(ids)
+        index.save(path, manifest)
 """
 
 from __future__ import annotations
@@ -10,14 +21,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import mbret
-from mbret.errors import IndexFormatError, MbretError
-from mbret.io import atomic_new_dir, write_json_atomic
+from mbret.errors import IndexFormatError, MbretError, StaleIndexError
+from mbret.io import atomic_new_dir, index_lock, restore_interrupted_swap, write_json_atomic
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -44,6 +56,7 @@ class Manifest:
     seed: int | None = None  # colbert: seed of a freshly initialised projection
     files: dict[str, str] = field(default_factory=dict)
     generation: int = 0
+    index_id: str | None = None  # set when a directory is first written; None in indexes older than it
     format_version: int = FORMAT_VERSION
     mbret_version: str = mbret.__version__
 
@@ -65,6 +78,7 @@ class Manifest:
 def read_manifest(path: str | Path) -> Manifest:
     path = Path(path)
     file = path / MANIFEST
+    restore_interrupted_swap(path)
     if not path.is_dir():
         raise IndexFormatError(f"{path}: no such index directory")
     if not file.is_file():
@@ -92,34 +106,80 @@ def check_compatible(
         raise MbretError(f"{where}: holds {manifest.dimension}-d vectors but the model gives {dimension}-d")
 
 
+@dataclass(frozen=True)
+class Origin:
+    """The stored index an index object holds: which one (`index_id`) and at which generation."""
+
+    index_id: str
+    generation: int
+
+
+def stored_id(manifest: Manifest, path: str | Path) -> str:
+    """A directory's index id; an index written before ids existed is named by its absolute path."""
+    return manifest.index_id or f"path:{Path(path).absolute()}"
+
+
+def origin_of(manifest: Manifest, path: str | Path) -> Origin:
+    """The origin of an index object just loaded from `path`."""
+    return Origin(stored_id(manifest, path), manifest.generation)
+
+
+class Stored:
+    """Mixin for index objects: the stored generation they hold, set by load and save (`Origin`)."""
+
+    _origin: Origin | None = None
+
+    @property
+    def generation(self) -> int | None:
+        """The stored generation this object holds (None until it is loaded or saved)."""
+        return self._origin.generation if self._origin else None
+
+
 def save_generation(
     path: str | Path,
     manifest: Manifest,
     write_files: Callable[[Path, int], dict[str, str]],
     replace: bool = False,
-) -> None:
+    origin: Origin | None = None,
+) -> Origin:
     """Write one generation of an index: `write_files(dir, gen)` writes data files and returns their names.
 
-    An existing index gets a new generation (or, with `replace`, a whole new directory swapped in); a
-    directory that holds anything else is never touched.
+    Under the directory's lock. On an existing index of the same origin: a new generation, written in place
+    (or with `replace`, a whole new directory swapped in, as after a compaction), refused with
+    `StaleIndexError` when another writer committed since `origin`'s generation. A different index there is
+    refused unless `replace`; a directory that holds anything else is never touched. Returns the new origin.
     """
     path = Path(path)
-    is_index = (path / MANIFEST).is_file()
-    if path.exists() and not is_index and any(path.iterdir()):
-        raise MbretError(f"{path}: exists and is not an mbret index; choose another --out")
-    if is_index and not replace:
-        previous = read_manifest(path)
-        manifest.generation = previous.generation + 1
-        manifest.files = write_files(path, manifest.generation)
-        write_json_atomic(path / MANIFEST, manifest.to_json())  # the commit point
-        for name in set(previous.files.values()) - set(manifest.files.values()):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path / name)
-        return
-    manifest.generation = 1
-    with atomic_new_dir(path) as tmp:
-        manifest.files = write_files(tmp, manifest.generation)
-        write_json_atomic(tmp / MANIFEST, manifest.to_json())
+    with index_lock(path):
+        is_index = (path / MANIFEST).is_file()
+        if path.exists() and not is_index and any(path.iterdir()):
+            raise MbretError(f"{path}: exists and is not an mbret index; choose another --out")
+        previous = read_manifest(path) if is_index else None
+        same = previous is not None and origin is not None and origin.index_id == stored_id(previous, path)
+        if previous is not None and same and origin is not None and origin.generation != previous.generation:
+            raise StaleIndexError(
+                f"{path}: generation {previous.generation} was committed by another writer since this index "
+                f"was loaded at generation {origin.generation}; load it again and redo the change (or hold "
+                "mbret.io.index_lock(path) around load, change and save)"
+            )
+        if previous is not None and not same and not replace:
+            raise MbretError(
+                f"{path}: holds another index; save to a new directory, or pass replace=True "
+                "(mbret index --overwrite) to replace it"
+            )
+        manifest.index_id = (previous.index_id if same and previous is not None else None) or uuid.uuid4().hex
+        manifest.generation = previous.generation + 1 if previous is not None else 1
+        if previous is not None and not replace:
+            manifest.files = write_files(path, manifest.generation)
+            write_json_atomic(path / MANIFEST, manifest.to_json())  # the commit point
+            for name in set(previous.files.values()) - set(manifest.files.values()):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path / name)
+        else:
+            with atomic_new_dir(path) as tmp:
+                manifest.files = write_files(tmp, manifest.generation)
+                write_json_atomic(tmp / MANIFEST, manifest.to_json())
+        return Origin(manifest.index_id, manifest.generation)
 
 
 class StableDocIds:

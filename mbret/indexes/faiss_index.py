@@ -17,7 +17,7 @@ import faiss
 import numpy as np
 
 from mbret.errors import IndexFormatError, MbretError
-from mbret.indexes.base import Manifest, StableDocIds, read_manifest, save_generation
+from mbret.indexes.base import Manifest, StableDocIds, Stored, origin_of, read_manifest, save_generation
 from mbret.io import atomic_file
 
 INDEX_TYPES = ("flat", "hnsw", "ivfpq")
@@ -38,7 +38,7 @@ def default_params(index_type: str, dimension: int, num_docs: int) -> dict[str, 
     raise MbretError(f"--index-type {index_type}: choose one of {', '.join(INDEX_TYPES)}")
 
 
-class FaissIndex(StableDocIds):
+class FaissIndex(StableDocIds, Stored):
     """A FAISS index over unit vectors (inner product = cosine) keyed by string doc ids."""
 
     def __init__(self, dimension: int, index_type: str = "flat", params: dict[str, Any] | None = None) -> None:
@@ -144,7 +144,7 @@ class FaissIndex(StableDocIds):
                 json.dump({"doc_ids": self.doc_ids, "tombstones": sorted(self._tombstones)}, fh)
             return names
 
-        save_generation(path, manifest, write_files, replace=replace)
+        self._origin = save_generation(path, manifest, write_files, replace=replace, origin=self._origin)
 
     @classmethod
     def load(cls, path: str | Path) -> tuple[FaissIndex, Manifest]:
@@ -175,4 +175,5 @@ class FaissIndex(StableDocIds):
             )
         if len(self) != manifest.num_docs:
             raise IndexFormatError(f"{path}: manifest says {manifest.num_docs} docs, id file has {len(self)}")
+        self._origin = origin_of(manifest, path)
         return self, manifest

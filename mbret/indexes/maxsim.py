@@ -17,7 +17,7 @@ import torch
 
 from mbret.errors import IndexFormatError, MbretError
 from mbret.hardware import cpu_has_native, map_on_cores
-from mbret.indexes.base import Manifest, StableDocIds, read_manifest, save_generation
+from mbret.indexes.base import Manifest, StableDocIds, Stored, origin_of, read_manifest, save_generation
 from mbret.io import atomic_file
 
 SORT_WINDOW = 4096  # documents sorted by length together for scoring (see ExactMaxSimIndex._plan)
@@ -103,7 +103,7 @@ def token_groups(tensors: list[torch.Tensor], max_tokens: int) -> list[list[torc
     return groups
 
 
-class ExactMaxSimIndex(StableDocIds):
+class ExactMaxSimIndex(StableDocIds, Stored):
     """Every token vector of every document, scored exactly; doc ids stable across add and delete."""
 
     def __init__(self, dimension: int) -> None:
@@ -367,7 +367,7 @@ class ExactMaxSimIndex(StableDocIds):
                 json.dump({"doc_ids": self.doc_ids}, fh)
             return names
 
-        save_generation(path, manifest, write_files, replace=replace)
+        self._origin = save_generation(path, manifest, write_files, replace=replace, origin=self._origin)
 
     @classmethod
     def load(cls, path: str | Path, mmap: bool = True) -> tuple[ExactMaxSimIndex, Manifest]:
@@ -399,4 +399,5 @@ class ExactMaxSimIndex(StableDocIds):
         with warnings.catch_warnings():  # a read-only memory map: torch warns, and we never write to it
             warnings.simplefilter("ignore", UserWarning)
             self._cache = (torch.from_numpy(tokens), torch.from_numpy(lengths))
+        self._origin = origin_of(manifest, path)
         return self, manifest

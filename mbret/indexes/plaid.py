@@ -27,7 +27,7 @@ import torch
 
 from mbret.errors import IndexFormatError, MbretError
 from mbret.hardware import map_on_cores
-from mbret.indexes.base import Manifest, StableDocIds, read_manifest, save_generation
+from mbret.indexes.base import Manifest, StableDocIds, Stored, origin_of, read_manifest, save_generation
 from mbret.indexes.maxsim import max_per_segment, token_groups
 from mbret.io import atomic_file
 
@@ -233,7 +233,7 @@ class ResidualCodec:
         return out
 
 
-class PlaidIndex(StableDocIds):
+class PlaidIndex(StableDocIds, Stored):
     """A PLAID index: compressed token vectors, inverted lists, staged search; stable doc ids."""
 
     def __init__(
@@ -625,7 +625,7 @@ class PlaidIndex(StableDocIds):
                 json.dump({"doc_ids": self.doc_ids, "avg_residual": codec.avg_residual}, fh)
             return names
 
-        save_generation(path, manifest, write_files, replace=replace)
+        self._origin = save_generation(path, manifest, write_files, replace=replace, origin=self._origin)
         self._saved_chunks, self._rewrite_all = len(self._codes), False
 
     @classmethod
@@ -685,6 +685,7 @@ class PlaidIndex(StableDocIds):
         self._init_ids(doc_ids)
         if len(self) != manifest.num_docs:
             raise IndexFormatError(f"{path}: manifest says {manifest.num_docs} docs, id file has {len(self)}")
+        self._origin = origin_of(manifest, path)
         return self, manifest
 
 
