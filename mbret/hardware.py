@@ -27,22 +27,20 @@ def cpu_has_native(dtype: torch.dtype, unknown: bool = True) -> bool:
 
 
 def map_on_cores(fn: Callable[[T], R], items: Sequence[T], workers: int | None = None) -> list[R]:
-    """`fn` over `items` on `workers` threads (default: torch's thread count), torch single-threaded in each.
+    """`fn` over `items` on `workers` threads (default: torch's thread count).
 
     For work made of many small tensor operations (a query's PLAID stages, a query's rescoring), which split
     poorly across cores: an item per core ran 1.5x faster on 2 cores than torch's intra-op threads. Torch's
-    thread count is global, so it is set to 1 while this runs and restored after. `fn` must enter
-    `torch.inference_mode()` itself if it needs it: worker threads do not inherit the caller's mode."""
-    threads = torch.get_num_threads()
-    workers = min(workers or threads, len(items))
+    thread count is process-wide, so it is left alone (setting it to 1 meanwhile, as this once did, let two
+    concurrent calls leave it at 1 for the whole process); the threads' own intra-op work costs PLAID a
+    little and exact rescoring nothing (docs/benchmarks.md, "Concurrent writers and searchers"). Safe to
+    call from several threads at once. `fn` must enter `torch.inference_mode()` itself if it needs it:
+    worker threads do not inherit the caller's."""
+    workers = min(workers or torch.get_num_threads(), len(items))
     if workers <= 1:
         return [fn(item) for item in items]
-    torch.set_num_threads(1)
-    try:
-        with ThreadPoolExecutor(workers) as pool:
-            return list(pool.map(fn, items))
-    finally:
-        torch.set_num_threads(threads)
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(fn, items))
 
 
 def release_freed_memory() -> bool:

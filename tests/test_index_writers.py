@@ -174,3 +174,80 @@ def test_a_write_killed_mid_swap_leaves_the_previous_generation_loadable(tmp_pat
     index.delete(["a"])
     index.save(path, manifest)
     assert load_index(path)[1].generation == 2
+
+
+def _plaid_manifest() -> Manifest:
+    return Manifest(
+        kind="plaid", mode="colbert", model="m", dimension=32, normalized=True, max_length=64, num_docs=0,
+        index_type="plaid",
+    )  # fmt: skip
+
+
+def test_threads_search_a_plaid_index_while_another_writes(tmp_path: Path) -> None:
+    import torch
+
+    from mbret.indexes import PlaidIndex, PlaidSearchParams
+
+    torch_threads = torch.get_num_threads()
+    g = torch.Generator().manual_seed(0)
+    topics = torch.nn.functional.normalize(torch.randn(40, 32, generator=g), dim=-1)
+
+    def doc(n: int) -> torch.Tensor:
+        tokens = topics[torch.randint(0, 40, (n,), generator=g)] + 0.1 * torch.randn(n, 32, generator=g)
+        return torch.nn.functional.normalize(tokens, dim=-1)
+
+    base_ids, extra_ids = [f"d{i}" for i in range(300)], [f"x{i}" for i in range(200)]
+    base, extra = [doc(20) for _ in base_ids], [doc(20) for _ in extra_ids]
+    queries = [doc(8) for _ in range(6)]
+    index = PlaidIndex(32, nbits=2, num_centroids=64)
+    index.add(base_ids, base)
+    index.save(tmp_path / "a", _plaid_manifest())
+    # a document's PLAID score depends only on the query, the codec and its own codes, so an index with the
+    # same codec that scores every document of every version gives each hit's true score
+    reference, _ = PlaidIndex.load(tmp_path / "a")
+    reference.add(extra_ids, extra)
+    everything = PlaidSearchParams(n_ivf_probe=64, centroid_score_threshold=-1.0, n_candidates=500, n_full_scores=500)
+    truth = [dict(hits) for hits in reference.search(queries, k=500, params=everything)]
+
+    deleted: set[str] = set()
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    searches = [0]
+
+    def write() -> None:
+        try:
+            for step in range(10):
+                index.add(extra_ids[step * 20 : (step + 1) * 20], extra[step * 20 : (step + 1) * 20])
+                gone = base_ids[step * 25 : (step + 1) * 25]
+                index.delete(gone)
+                deleted.update(gone)
+                if step % 3 == 2:
+                    index.compact()
+        except BaseException as exc:  # noqa: BLE001 - reported by the test below
+            errors.append(exc)
+        finally:
+            stop.set()
+
+    def search() -> None:
+        try:
+            while not stop.is_set():
+                gone_before = set(deleted)
+                for q, hits in zip(range(len(queries)), index.search(queries, k=10)):
+                    assert len(hits) == 10
+                    for doc_id, score in hits:
+                        assert doc_id not in gone_before, doc_id  # deleted before this search began
+                        assert abs(score - truth[q][doc_id]) < 1e-4, (doc_id, score, truth[q][doc_id])
+                searches[0] += 1
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=search) for _ in range(3)] + [threading.Thread(target=write)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors, errors[0]
+    assert searches[0] >= 3 and len(index) == 300 - 250 + 200
+    assert torch.get_num_threads() == torch_threads  # no search left the process's thread count changed
+    live = {d for d in index.doc_ids if d is not None}
+    assert live == set(base_ids[250:]) | set(extra_ids)

@@ -359,8 +359,8 @@ def test_stage_scores_equal_their_plain_definitions(
     asked = torch.tensor([12, 7, 3, 39, 0, 25])
     for query in queries[:5]:
         scores_t = index.codec.centroids @ query.T
-        stage3 = index._centroid_interaction(scores_t, asked)
-        stage4 = index._exact_scores(query, scores_t, asked)
+        stage3 = index._centroid_interaction(scores_t, asked, state)
+        stage4 = index._exact_scores(query, scores_t, asked, state)
         for score3, score4, d in zip(stage3.tolist(), stage4.tolist(), asked.tolist()):
             rows = slice(int(state["offsets"][d]), int(state["offsets"][d + 1]))
             if d == 7:

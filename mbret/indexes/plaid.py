@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -234,7 +235,12 @@ class ResidualCodec:
 
 
 class PlaidIndex(StableDocIds, Stored):
-    """A PLAID index: compressed token vectors, inverted lists, staged search; stable doc ids."""
+    """A PLAID index: compressed token vectors, inverted lists, staged search; stable doc ids.
+
+    Thread safety: any number of threads may search one index while one thread adds, deletes, compacts or
+    reclusters it. A search takes one immutable snapshot of the search state (doc ids, codec, lists, all
+    of one version) and uses only that; writers change the index under a lock and then drop the snapshot,
+    so the next search sees the change whole. Writers are serialised by that lock too."""
 
     def __init__(
         self,
@@ -265,14 +271,15 @@ class PlaidIndex(StableDocIds, Stored):
         self._state: dict[str, Any] | None = None
         self.device = torch.device("cpu")
         self.resident = False  # search reads one in-memory copy (always so on an accelerator)
-        self._device_codec: ResidualCodec | None = None
+        self._lock = threading.RLock()  # writers, and the (re)building of the search snapshot
 
     def to(self, device: str | torch.device) -> PlaidIndex:
         """Search on `device` (e.g. "cuda"): centroids, inverted lists and compressed vectors are copied
         there when search first needs them (so an accelerator holds the whole compressed index); building
         and saving stay on the host."""
-        self.device = torch.device(device)
-        self._state = None
+        with self._lock:
+            self.device = torch.device(device)
+            self._state = None
         return self
 
     @property
@@ -315,39 +322,40 @@ class PlaidIndex(StableDocIds, Stored):
 
     def add(self, doc_ids: Sequence[str], embeddings: Sequence[torch.Tensor]) -> None:
         """Compress and append documents (training first if the index is new); ids must be new."""
-        if len(doc_ids) != len(embeddings):
-            raise MbretError(f"{len(doc_ids)} doc ids for {len(embeddings)} embeddings")
-        if not doc_ids:
-            return
-        self._check_new_ids(doc_ids)
-        tensors = [torch.as_tensor(e) for e in embeddings]
-        bad = next((t.shape for t in tensors if t.ndim != 2 or t.shape[1] != self.dimension), None)
-        if bad is not None:
-            raise MbretError(f"expected token vectors of shape (n, {self.dimension}), got {tuple(bad)}")
-        if self.codec is None:
-            vectors = torch.cat([t.float() for t in tensors])
-            if self.num_centroids is None:
-                self.num_centroids = default_num_centroids(len(vectors))
-            self.train(vectors)
-            del vectors
-        assert self.codec is not None
-        # compress ~65k tokens at a time, converted to float32 only then: the temporaries stay a few tens of
-        # MB whatever the chunk, and documents given as float16 are never held as float32 all at once
-        code_dtype = np.uint16 if len(self.codec.centroids) <= 65535 else np.int32
-        codes, packed, residual_sum, count = [], [], 0.0, 0
-        for group in token_groups(tensors, COMPRESS_TOKENS):
-            vectors = torch.cat([t.float() for t in group])
-            group_codes, group_packed, mean_residual = self.codec.compress(vectors)
-            codes.append(group_codes.numpy().astype(code_dtype))
-            packed.append(group_packed.numpy())
-            residual_sum, count = residual_sum + mean_residual * vectors.numel(), count + vectors.numel()
-        if self._codes:  # how far new documents sit from the centroids, relative to the training data
-            self.drift = residual_sum / max(count, 1) / max(self.codec.avg_residual, 1e-12) - 1.0
-        self._codes.append(np.concatenate(codes))
-        self._residuals.append(np.concatenate(packed))
-        self._doclens.append(np.array([len(e) for e in embeddings], dtype=np.int32))
-        self._append_ids(doc_ids)
-        self._state = None
+        with self._lock:
+            if len(doc_ids) != len(embeddings):
+                raise MbretError(f"{len(doc_ids)} doc ids for {len(embeddings)} embeddings")
+            if not doc_ids:
+                return
+            self._check_new_ids(doc_ids)
+            tensors = [torch.as_tensor(e) for e in embeddings]
+            bad = next((t.shape for t in tensors if t.ndim != 2 or t.shape[1] != self.dimension), None)
+            if bad is not None:
+                raise MbretError(f"expected token vectors of shape (n, {self.dimension}), got {tuple(bad)}")
+            if self.codec is None:
+                vectors = torch.cat([t.float() for t in tensors])
+                if self.num_centroids is None:
+                    self.num_centroids = default_num_centroids(len(vectors))
+                self.train(vectors)
+                del vectors
+            assert self.codec is not None
+            # compress ~65k tokens at a time, converted to float32 only then: the temporaries stay a few tens of
+            # MB whatever the chunk, and documents given as float16 are never held as float32 all at once
+            code_dtype = np.uint16 if len(self.codec.centroids) <= 65535 else np.int32
+            codes, packed, residual_sum, count = [], [], 0.0, 0
+            for group in token_groups(tensors, COMPRESS_TOKENS):
+                vectors = torch.cat([t.float() for t in group])
+                group_codes, group_packed, mean_residual = self.codec.compress(vectors)
+                codes.append(group_codes.numpy().astype(code_dtype))
+                packed.append(group_packed.numpy())
+                residual_sum, count = residual_sum + mean_residual * vectors.numel(), count + vectors.numel()
+            if self._codes:  # how far new documents sit from the centroids, relative to the training data
+                self.drift = residual_sum / max(count, 1) / max(self.codec.avg_residual, 1e-12) - 1.0
+            self._codes.append(np.concatenate(codes))
+            self._residuals.append(np.concatenate(packed))
+            self._doclens.append(np.array([len(e) for e in embeddings], dtype=np.int32))
+            self._append_ids(doc_ids)
+            self._state = None
 
     def add_in_chunks(self, doc_ids: Sequence[str], embeddings: Sequence[torch.Tensor], chunk_docs: int = 2048) -> None:
         """Add documents `chunk_docs` at a time, training first (if the index is new) on a seeded sample of
@@ -356,6 +364,10 @@ class PlaidIndex(StableDocIds, Stored):
         chunk's."""
         if len(doc_ids) != len(embeddings):
             raise MbretError(f"{len(doc_ids)} doc ids for {len(embeddings)} embeddings")
+        with self._lock:
+            self._add_in_chunks(doc_ids, embeddings, chunk_docs)
+
+    def _add_in_chunks(self, doc_ids: Sequence[str], embeddings: Sequence[torch.Tensor], chunk_docs: int) -> None:
         if self.codec is None and len(embeddings):
             total = sum(len(e) for e in embeddings)
             picks = self.sample_documents(len(embeddings), total / len(embeddings))
@@ -366,53 +378,63 @@ class PlaidIndex(StableDocIds, Stored):
             self.add(doc_ids[begin : begin + chunk_docs], embeddings[begin : begin + chunk_docs])
 
     def delete(self, doc_ids: Sequence[str]) -> int:
-        removed = self._remove_ids(doc_ids)
-        self._state = None
+        with self._lock:
+            removed = self._remove_ids(doc_ids)
+            self._state = None
         return len(removed)
 
     # -- maintenance ---------------------------------------------------------------------------------
     def compact(self) -> int:
         """Drop deleted documents' vectors into one new chunk; doc ids keep their meaning. Returns the
         number of token vectors freed. The next save rewrites the whole directory (atomically)."""
-        live_docs = np.array([d is not None for d in self.doc_ids], dtype=bool)
-        doclens = np.concatenate(self._doclens) if self._doclens else np.zeros(0, np.int32)
-        token_live = np.repeat(live_docs, doclens)
-        before = self.num_tokens
-        self._codes = [np.concatenate(self._codes)[token_live]] if self._codes else []
-        self._residuals = [np.concatenate(self._residuals)[token_live]] if self._residuals else []
-        self._doclens = [doclens[live_docs]] if self._doclens else []
-        self._init_ids([d for d in self.doc_ids if d is not None])
-        self._saved_chunks, self._rewrite_all, self._state, self._norms = 0, True, None, []
-        return before - self.num_tokens
+        with self._lock:
+            live_docs = np.array([d is not None for d in self.doc_ids], dtype=bool)
+            doclens = np.concatenate(self._doclens) if self._doclens else np.zeros(0, np.int32)
+            token_live = np.repeat(live_docs, doclens)
+            before = self.num_tokens
+            self._codes = [np.concatenate(self._codes)[token_live]] if self._codes else []
+            self._residuals = [np.concatenate(self._residuals)[token_live]] if self._residuals else []
+            self._doclens = [doclens[live_docs]] if self._doclens else []
+            self._init_ids([d for d in self.doc_ids if d is not None])
+            self._saved_chunks, self._rewrite_all, self._state, self._norms = 0, True, None, []
+            return before - self.num_tokens
 
     def recluster(self, block: int = 65536) -> None:
         """Retrain centroids and buckets on the index's own (decompressed) vectors, then recompress: for
         when `drift` says added documents sit far from the old centroids. Compacts as it goes."""
-        if self.codec is None:
-            raise MbretError("cannot recluster an empty index")
-        self.compact()
-        codes, residuals = torch.from_numpy(self._codes[0].astype(np.int64)), torch.from_numpy(self._residuals[0])
-        k = default_num_centroids(len(codes))
-        rows = torch.randperm(len(codes), generator=torch.Generator().manual_seed(self.seed))[: 40 * k]
-        old = self.codec
-        self.num_centroids = k
-        self.train(old.decompress(codes[rows], residuals[rows]), num_tokens=len(codes))
-        new_codes, new_residuals = [], []
-        for start in range(0, len(codes), block):
-            vectors = old.decompress(codes[start : start + block], residuals[start : start + block])
-            c, r, _ = self.codec.compress(vectors)
-            new_codes.append(c.numpy().astype(self._codes[0].dtype if k <= 65535 else np.int32))
-            new_residuals.append(r.numpy())
-        self._codes, self._residuals = [np.concatenate(new_codes)], [np.concatenate(new_residuals)]
-        self.drift, self._state, self._norms = 0.0, None, []
+        with self._lock:
+            if self.codec is None:
+                raise MbretError("cannot recluster an empty index")
+            self.compact()
+            codes, residuals = torch.from_numpy(self._codes[0].astype(np.int64)), torch.from_numpy(self._residuals[0])
+            k = default_num_centroids(len(codes))
+            rows = torch.randperm(len(codes), generator=torch.Generator().manual_seed(self.seed))[: 40 * k]
+            old = self.codec
+            self.num_centroids = k
+            self.train(old.decompress(codes[rows], residuals[rows]), num_tokens=len(codes))
+            new_codes, new_residuals = [], []
+            for start in range(0, len(codes), block):
+                vectors = old.decompress(codes[start : start + block], residuals[start : start + block])
+                c, r, _ = self.codec.compress(vectors)
+                new_codes.append(c.numpy().astype(self._codes[0].dtype if k <= 65535 else np.int32))
+                new_residuals.append(r.numpy())
+            self._codes, self._residuals = [np.concatenate(new_codes)], [np.concatenate(new_residuals)]
+            self.drift, self._state, self._norms = 0.0, None, []
 
     # -- search --------------------------------------------------------------------------------------
     def _search_state(self) -> dict[str, Any]:
         """Derived tensors, rebuilt after add/delete: token offsets, and the (centroid, document) pairs
         twice over: centroid-major (the inverted lists) and document-major (each document's distinct
         centroids, which is all that centroid interaction needs: a max over a set ignores repeats)."""
-        if self._state is not None:
+        state = self._state
+        if state is not None:
+            return state
+        with self._lock:
+            if self._state is None:
+                self._state = self._build_search_state()
             return self._state
+
+    def _build_search_state(self) -> dict[str, Any]:
         assert self.codec is not None
         with warnings.catch_warnings():  # read-only memory maps: torch warns, and we never write to them
             warnings.simplefilter("ignore", UserWarning)
@@ -442,6 +464,7 @@ class PlaidIndex(StableDocIds, Stored):
                 )
         norms = torch.cat(self._norms) if self._norms else torch.zeros(0)
         state: dict[str, Any] = {
+            "doc_ids": tuple(self.doc_ids),
             "codes": codes,
             "norms": norms,
             "residuals": residuals,
@@ -455,23 +478,22 @@ class PlaidIndex(StableDocIds, Stored):
             "centroids": self.codec.centroids,
         }
         if self.resident or self.device.type != "cpu":  # one copy in (accelerator) memory, residuals in one block
-            state = {k: v.to(self.device) for k, v in state.items() if k != "residuals"} | {
+            state = {k: v.to(self.device) for k, v in state.items() if k not in ("residuals", "doc_ids")} | {
+                "doc_ids": state["doc_ids"],
                 "residuals": [torch.cat(residuals).to(self.device)]
                 if len(residuals) > 1
                 else [residuals[0].to(self.device)],
                 "chunk_starts": torch.tensor([0, len(codes)], device=self.device),
             }
-            self._device_codec = ResidualCodec(
+            state["codec"] = ResidualCodec(
                 self.codec.centroids, self.codec.cutoffs, self.codec.weights, self.nbits, self.codec.avg_residual
             ).to(self.device)
         else:
-            self._device_codec = self.codec
-        self._state = state
-        return self._state
+            state["codec"] = self.codec
+        return state
 
-    def _residual_rows(self, rows: torch.Tensor) -> torch.Tensor:
+    def _residual_rows(self, rows: torch.Tensor, state: dict[str, Any]) -> torch.Tensor:
         """Packed residuals of the given token rows (ascending), read chunk by chunk from the memory maps."""
-        state = self._search_state()
         chunks, starts = state["residuals"], state["chunk_starts"]
         if len(chunks) == 1:
             parts = [chunks[0].index_select(0, rows)]
@@ -487,11 +509,10 @@ class PlaidIndex(StableDocIds, Stored):
         out = torch.cat(parts) if len(parts) > 1 else parts[0]
         return out.view(torch.uint8).view(len(rows), -1)
 
-    def _centroid_interaction(self, scores_t: torch.Tensor, docs: torch.Tensor) -> torch.Tensor:
+    def _centroid_interaction(self, scores_t: torch.Tensor, docs: torch.Tensor, state: dict[str, Any]) -> torch.Tensor:
         """Approximate MaxSim of one query over docs from centroid scores alone, read through each
         document's distinct centroids: their rows of scores_t (K, lq), max-reduced per document
         (`max_per_segment`). A document without tokens scores 0."""
-        state = self._search_state()
         starts = state["doc_code_offsets"].index_select(0, docs)
         counts = state["doc_code_offsets"].index_select(0, docs + 1) - starts
         codes = state["doc_codes"].index_select(0, _ranges(starts, starts + counts))
@@ -508,8 +529,8 @@ class PlaidIndex(StableDocIds, Stored):
 
         On CPU, queries are searched `workers` at a time (default: torch's thread count), each on one
         thread: a query's stages are many small tensor operations that split poorly across cores, so
-        query-level parallelism ran 1.5x faster on 2 cores than intra-op threads. Torch's thread count is
-        set to 1 while that runs and restored after. An accelerator takes the queries one by one.
+        query-level parallelism ran 1.5x faster on 2 cores than intra-op threads (`map_on_cores`). An
+        accelerator takes the queries one by one. Every query of one call searches the same snapshot.
         """
         if k <= 0:
             raise MbretError(f"-k {k}: must be a positive integer")
@@ -558,30 +579,29 @@ class PlaidIndex(StableDocIds, Stored):
         #    when stage 4 takes them all)
         n_full = p.full_scores(k, lq)
         if n_full < len(candidates):
-            approx = self._centroid_interaction(scores_t, candidates)
+            approx = self._centroid_interaction(scores_t, candidates, state)
             candidates = candidates[approx.topk(n_full).indices]
         # 4. exact MaxSim on decompressed vectors
-        exact = self._exact_scores(q, scores_t, candidates)
+        exact = self._exact_scores(q, scores_t, candidates, state)
         top = exact.topk(min(k, len(candidates)))
         ranked, values = candidates[top.indices].tolist(), top.values.tolist()
-        return [(self.doc_ids[d], s) for d, s in zip(ranked, values)]
+        return [(state["doc_ids"][d], s) for d, s in zip(ranked, values)]
 
-    def _exact_scores(self, query: torch.Tensor, scores_t: torch.Tensor, docs: torch.Tensor) -> torch.Tensor:
+    def _exact_scores(
+        self, query: torch.Tensor, scores_t: torch.Tensor, docs: torch.Tensor, state: dict[str, Any]
+    ) -> torch.Tensor:
         """MaxSim over decompressed vectors, without decompressing: a token's similarity with each query
         token is (centroid score + residual product) / norm of the decompressed vector; then a per-document
         max (`max_per_segment`). Tokens are read in storage order, so the memory maps are read forwards.
         A document without tokens scores 0."""
-        assert self.codec is not None
-        state = self._search_state()
         order = torch.argsort(docs)
         docs = docs[order]
         lengths = state["doclens"].index_select(0, docs)
         first = state["offsets"].index_select(0, docs)
         rows = _ranges(first, first + lengths)
-        codec = self._device_codec
-        assert codec is not None
+        codec = state["codec"]
         sims = scores_t.index_select(0, state["codes"].index_select(0, rows))
-        sims += codec.residual_similarities(query, self._residual_rows(rows))
+        sims += codec.residual_similarities(query, self._residual_rows(rows, state))
         sims /= state["norms"].index_select(0, rows).clamp_min(1e-12)[:, None]
         scores = max_per_segment(sims, lengths).sum(dim=1)
         out = torch.empty_like(scores)
