@@ -156,7 +156,7 @@ def save_generation(
             raise MbretError(f"{path}: exists and is not an mbret index; choose another --out")
         previous = read_manifest(path) if is_index else None
         same = previous is not None and origin is not None and origin.index_id == stored_id(previous, path)
-        if previous is not None and same and origin is not None and origin.generation != previous.generation:
+        if same and origin.generation != previous.generation:
             raise StaleIndexError(
                 f"{path}: generation {previous.generation} was committed by another writer since this index "
                 f"was loaded at generation {origin.generation}; load it again and redo the change (or hold "
@@ -167,7 +167,7 @@ def save_generation(
                 f"{path}: holds another index; save to a new directory, or pass replace=True "
                 "(mbret index --overwrite) to replace it"
             )
-        manifest.index_id = (previous.index_id if same and previous is not None else None) or uuid.uuid4().hex
+        manifest.index_id = (previous.index_id if same else None) or uuid.uuid4().hex
         manifest.generation = previous.generation + 1 if previous is not None else 1
         if previous is not None and not replace:
             manifest.files = write_files(path, manifest.generation)

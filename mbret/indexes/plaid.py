@@ -364,18 +364,15 @@ class PlaidIndex(StableDocIds, Stored):
         chunk's."""
         if len(doc_ids) != len(embeddings):
             raise MbretError(f"{len(doc_ids)} doc ids for {len(embeddings)} embeddings")
-        with self._lock:
-            self._add_in_chunks(doc_ids, embeddings, chunk_docs)
-
-    def _add_in_chunks(self, doc_ids: Sequence[str], embeddings: Sequence[torch.Tensor], chunk_docs: int) -> None:
-        if self.codec is None and len(embeddings):
-            total = sum(len(e) for e in embeddings)
-            picks = self.sample_documents(len(embeddings), total / len(embeddings))
-            # float16 until `train` has drawn its share: the documents drawn hold SAMPLE_SPREAD times that
-            sample = torch.cat([torch.as_tensor(embeddings[i]).to(torch.float16) for i in picks])
-            self.train(sample, num_tokens=total)
-        for begin in range(0, len(doc_ids), chunk_docs):
-            self.add(doc_ids[begin : begin + chunk_docs], embeddings[begin : begin + chunk_docs])
+        with self._lock:  # re-entrant: `add` takes it again per chunk
+            if self.codec is None and len(embeddings):
+                total = sum(len(e) for e in embeddings)
+                picks = self.sample_documents(len(embeddings), total / len(embeddings))
+                # float16 until `train` has drawn its share: the documents drawn hold SAMPLE_SPREAD times that
+                sample = torch.cat([torch.as_tensor(embeddings[i]).to(torch.float16) for i in picks])
+                self.train(sample, num_tokens=total)
+            for begin in range(0, len(doc_ids), chunk_docs):
+                self.add(doc_ids[begin : begin + chunk_docs], embeddings[begin : begin + chunk_docs])
 
     def delete(self, doc_ids: Sequence[str]) -> int:
         with self._lock:
