@@ -99,7 +99,7 @@ def test_chunked_build_samples_the_whole_corpus(corpus: tuple[list[torch.Tensor]
     assert len(picks) == min(len(docs), SAMPLE_SPREAD * int(np.ceil(needed)))
     assert list(picks) == sorted(set(picks.tolist())) and picks[-1] > len(docs) // 2  # spread over the corpus
     index.add_in_chunks(ids, docs, chunk_docs=400)
-    assert len(index._codes) == 4 and len(index.codec.centroids) == k and len(index) == len(docs)
+    assert index.num_tokens == total and len(index.codec.centroids) == k and len(index) == len(docs)
     found = index.search(queries, k=1)
     assert all(row[0][0] == f"d{i * 31}" for i, row in enumerate(found))
 
@@ -137,7 +137,7 @@ def test_plaid_finds_what_exact_maxsim_finds(
     recall = np.mean([len({h[0] for h in a} & {h[0] for h in b}) / 10 for a, b in zip(found, truth)])
     assert recall >= min_recall
     assert all(row[0][0] == f"d{i * 31}" for i, row in enumerate(found))  # the source document comes first
-    assert plaid.bytes_per_token() == 2 + 128 * nbits / 8
+    assert plaid.bytes_per_token() == 2 + 128 * nbits / 8 + 4  # centroid id, residual, norm
 
 
 def test_search_defaults_follow_k() -> None:
@@ -158,8 +158,9 @@ def test_build_is_deterministic(corpus: tuple[list[torch.Tensor], list[torch.Ten
     a, b = PlaidIndex(128, nbits=2, seed=3), PlaidIndex(128, nbits=2, seed=3)
     a.add([str(i) for i in range(400)], docs)
     b.add([str(i) for i in range(400)], docs)
+    (ca,), (cb,) = a.search_state().chunks, b.search_state().chunks  # trains on all that was added
     assert torch.equal(a.codec.centroids, b.codec.centroids)
-    assert np.array_equal(a._codes[0], b._codes[0]) and np.array_equal(a._residuals[0], b._residuals[0])
+    assert torch.equal(ca.codes, cb.codes) and torch.equal(ca.residuals, cb.residuals)
 
 
 def test_add_delete_reload_keep_ids_and_chunks(
@@ -172,7 +173,7 @@ def test_add_delete_reload_keep_ids_and_chunks(
     first_chunk = tmp_path / "idx" / "codes-00000.npy"
     stamp = first_chunk.stat().st_mtime_ns
     loaded, _ = load_index(tmp_path / "idx")
-    assert isinstance(loaded, PlaidIndex) and isinstance(loaded._codes[0], np.memmap)
+    assert isinstance(loaded, PlaidIndex) and not loaded.resident
     assert loaded.search(queries[:5], k=5) == index.search(queries[:5], k=5)
     loaded.add(["late"], docs[1200:1201])
     loaded.delete(["d31", "d62"])
@@ -190,6 +191,7 @@ def test_drift_grows_for_documents_unlike_the_training_data(tmp_path: Path) -> N
     docs, _ = _corpus(400, seed=0)
     other, _ = _corpus(50, seed=9)  # other topics: far from the trained centroids
     index = PlaidIndex(128, nbits=2)
+    index.train(torch.cat(docs))
     index.add([f"a{i}" for i in range(400)], docs)
     index.add([f"b{i}" for i in range(50)], other)
     assert index.drift > 0.5
@@ -271,6 +273,7 @@ def test_compact_and_recluster(tmp_path: Path) -> None:
     docs, queries = _corpus(600)
     other, _ = _corpus(200, seed=9)
     index = PlaidIndex(128, nbits=2)
+    index.train(torch.cat(docs))
     index.add([f"d{i}" for i in range(600)], docs)
     index.add([f"o{i}" for i in range(200)], other)
     drift = index.drift
@@ -278,7 +281,7 @@ def test_compact_and_recluster(tmp_path: Path) -> None:
     before = index.search(queries[1:4], k=3)
     freed = index.compact()
     assert freed == sum(len(docs[i]) for i in range(0, 600, 2))
-    assert len(index) == 500 and None not in index.doc_ids and len(index._codes) == 1
+    assert len(index) == 500 and None not in index.doc_ids and index.num_chunks == 1
     assert index.search(queries[1:4], k=3) == before  # same documents, same scores
     index.save(tmp_path / "idx", _manifest())
     index.recluster()
@@ -307,21 +310,24 @@ def test_cli_compact_and_recluster(tmp_path: Path, cli, tiny_model: str, small_b
 def test_resident_search_equals_memory_mapped_chunks(
     corpus: tuple[list[torch.Tensor], list[torch.Tensor]], tmp_path: Path
 ) -> None:
-    """`mmap=False` takes the path an accelerator takes (one resident block of residuals, a copied codec);
-    it must rank exactly as the memory-mapped, multi-chunk index does."""
+    """`mmap=False` reads every array into memory; it must rank exactly as the memory-mapped index of three
+    chunks (three saves) does, and as one compacted chunk does."""
     docs, queries = corpus
     index = PlaidIndex(128, nbits=2)
     for begin in range(0, 900, 300):  # three chunk files
         index.add([f"d{i}" for i in range(begin, begin + 300)], docs[begin : begin + 300])
+        index.save(tmp_path / "idx", _manifest())
     index.delete(["d5"])
     index.save(tmp_path / "idx", _manifest())
     mapped, _ = PlaidIndex.load(tmp_path / "idx")
     resident, _ = PlaidIndex.load(tmp_path / "idx", mmap=False)
-    assert len(mapped._residuals) == 3 and resident.resident and not mapped.resident
-    assert len(resident._search_state()["residuals"]) == 1
+    assert mapped.num_chunks == resident.num_chunks == 3 and resident.resident and not mapped.resident
+    index.compact()
+    assert index.num_chunks == 1
     for k in (10, 100):
-        a, b = mapped.search(queries, k=k), resident.search(queries, k=k)
+        a, b, c = mapped.search(queries, k=k), resident.search(queries, k=k), index.search(queries, k=k)
         assert [[h[0] for h in row] for row in a] == [[h[0] for h in row] for row in b]
+        assert [[h[0] for h in row] for row in a] == [[h[0] for h in row] for row in c]
         assert np.allclose([h[1] for row in a for h in row], [h[1] for row in b for h in row], atol=1e-5)
     assert resident.to("cpu").search(queries[:3], k=5) == resident.search(queries[:3], k=5)
 
@@ -345,27 +351,42 @@ def test_query_parallel_search_equals_one_by_one(corpus: tuple[list[torch.Tensor
 def test_stage_scores_equal_their_plain_definitions(
     nbits: int, corpus: tuple[list[torch.Tensor], list[torch.Tensor]]
 ) -> None:
-    """Stages 3 and 4 reduce per document by scatters over index_select'ed rows; their scores must equal
-    the plain definitions: the max of each query token's centroid scores over a document's tokens (stage 3)
-    and MaxSim over the decompressed vectors (stage 4), an empty document scoring 0 in both, whatever the
-    order of the documents asked for."""
+    """Stages 2-4 reduce per document by scatters over index_select'ed rows of each chunk; their scores must
+    equal the plain definitions: the max of each query token's centroid scores over a document's tokens
+    (stage 3; stage 2 the same over the centroids kept, at least 0) and MaxSim over the decompressed vectors
+    (stage 4), an empty document scoring 0, across chunks and whatever the order stage 4 is asked in."""
+    from mbret.indexes.plaid.search import centroid_interaction, exact_scores, pruned_interaction
+
     docs, queries = corpus
     index = PlaidIndex(128, nbits=nbits)
     chosen = [docs[i] for i in range(40)]
     chosen[7] = torch.empty(0, 128)
-    index.add([f"d{i}" for i in range(40)], chosen)
-    state = index._search_state()
-    vectors = index.codec.decompress(state["codes"], torch.cat([torch.from_numpy(r) for r in index._residuals]))
-    asked = torch.tensor([12, 7, 3, 39, 0, 25])
+    index.train(torch.cat(chosen))
+    index.add([f"d{i}" for i in range(20)], chosen[:20])
+    index.search_state()  # the first 20 become a chunk of their own
+    index.add([f"d{i}" for i in range(20, 40)], chosen[20:])
+    state = index.search_state()
+    assert len(state.chunks) == 2 and index.num_chunks == 2
+    codes = torch.cat([c.widen(c.codes) for c in state.chunks])
+    packed = torch.cat([c.residuals.view(torch.uint8).view(c.codes.shape[0], -1) for c in state.chunks])
+    vectors = index.codec.decompress(codes, packed)
+    offsets = np.cumsum([0] + [len(d) for d in chosen])
+    asked = torch.tensor([12, 7, 3, 39, 0, 25, 21])
+    ascending = torch.sort(asked).values
     for query in queries[:5]:
         scores_t = index.codec.centroids @ query.T
-        stage3 = index._centroid_interaction(scores_t, asked, state)
-        stage4 = index._exact_scores(query, scores_t, asked, state)
-        for score3, score4, d in zip(stage3.tolist(), stage4.tolist(), asked.tolist()):
-            rows = slice(int(state["offsets"][d]), int(state["offsets"][d + 1]))
+        kept = scores_t.amax(dim=1) >= 0.3
+        stage2 = pruned_interaction(state, scores_t, ascending, kept)
+        stage3 = centroid_interaction(state, scores_t, ascending)
+        stage4 = dict(zip(asked.tolist(), exact_scores(state, query, scores_t, asked).tolist()))
+        for score2, score3, d in zip(stage2.tolist(), stage3.tolist(), ascending.tolist()):
+            rows = slice(int(offsets[d]), int(offsets[d + 1]))
             if d == 7:
-                assert score3 == 0.0 and score4 == 0.0
+                assert score2 == score3 == stage4[d] == 0.0
                 continue
-            plain3 = float(scores_t[state["codes"][rows]].amax(dim=0).sum())
+            table = scores_t[codes[rows]]
+            plain2 = float((table * kept[codes[rows], None]).amax(dim=0).clamp_min(0).sum())
+            plain3 = float(table.amax(dim=0).sum())
             plain4 = float((vectors[rows] @ query.T).amax(dim=0).sum())
-            assert score3 == pytest.approx(plain3, abs=1e-5) and score4 == pytest.approx(plain4, abs=1e-4)
+            assert score2 == pytest.approx(plain2, abs=1e-5) and score3 == pytest.approx(plain3, abs=1e-5)
+            assert stage4[d] == pytest.approx(plain4, abs=1e-4)

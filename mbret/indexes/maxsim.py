@@ -18,6 +18,7 @@ import torch
 from mbret.errors import IndexFormatError, MbretError
 from mbret.hardware import cpu_has_native, map_on_cores
 from mbret.indexes.base import Manifest, StableDocIds, Stored, origin_of, read_manifest, save_generation
+from mbret.indexes.kernels import max_per_segment, token_groups
 from mbret.io import atomic_file
 
 SORT_WINDOW = 4096  # documents sorted by length together for scoring (see ExactMaxSimIndex._plan)
@@ -79,28 +80,6 @@ def maxsim_scores(queries: torch.Tensor, docs: torch.Tensor, doc_lengths: torch.
     scores = best.view(nq, lq, nd).sum(dim=1)
     scores[:, doc_lengths == 0] = 0.0
     return scores
-
-
-def max_per_segment(values: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-    """(segments, lq) column-wise max of consecutive row segments of values (rows, lq) with the given row
-    counts; an empty segment gives 0. One scatter through an expanded (not copied) owner index: 2x faster on
-    CPU than `embedding_bag(mode="max")` and no padded copy."""
-    owner = torch.repeat_interleave(torch.arange(len(counts), device=values.device), counts)
-    best = torch.zeros(len(counts), values.shape[1], device=values.device)
-    return best.scatter_reduce_(0, owner[:, None].expand_as(values), values, "amax", include_self=False)
-
-
-def token_groups(tensors: list[torch.Tensor], max_tokens: int) -> list[list[torch.Tensor]]:
-    """Consecutive documents in groups of at most `max_tokens` token vectors (a longer one goes alone)."""
-    groups: list[list[torch.Tensor]] = [[]]
-    tokens = 0
-    for t in tensors:
-        if groups[-1] and tokens + len(t) > max_tokens:
-            groups.append([])
-            tokens = 0
-        groups[-1].append(t)
-        tokens += len(t)
-    return groups
 
 
 class ExactMaxSimIndex(StableDocIds, Stored):

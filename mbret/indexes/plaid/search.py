@@ -1,0 +1,194 @@
+"""PLAID's search (Santhanam et al., 2022, section 4), one stage per function, each a function of one
+immutable `SearchState`:
+
+1. `probe_candidates`: the documents in the top `n_ivf_probe` centroids of each query token;
+2. `pruned_interaction`: approximate MaxSim from centroid scores alone, counting only the centroids that
+   score at least `centroid_score_threshold` for some query token; keeps `n_candidates`;
+3. `centroid_interaction` without pruning over those; keeps `n_full_scores` (by default sized per query:
+   more for short queries, whose centroid-only scores pick worse);
+4. `exact_scores`: MaxSim over the decompressed vectors, computed without decompressing.
+
+A query's working memory is O(candidates x query tokens) plus its (centroids x query tokens) score table:
+stages 2-4 read candidate documents' own pair lists and tokens, never a buffer over all documents.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import torch
+
+from mbret.indexes.kernels import max_per_segment, ranges
+from mbret.indexes.plaid.ivf import SearchState
+
+INTERACTION_DOCS = 4096  # candidates whose centroid pairs stage 2 gathers at a time (bounds its memory)
+
+
+@dataclass
+class PlaidSearchParams:
+    """PLAID's search knobs; `None` takes the defaults for the k asked for (`resolved`, `full_scores`),
+    chosen from the quality/speed curves in docs/benchmarks.md ("PLAID search budgets")."""
+
+    n_ivf_probe: int | None = None
+    centroid_score_threshold: float | None = None
+    n_candidates: int | None = None
+    n_full_scores: int | None = None
+
+    def resolved(self, k: int) -> PlaidSearchParams:
+        """ColBERT's own k-dependent probes, threshold and candidates (colbert/searcher.py) for whatever is
+        unset; `n_full_scores` stays None when unset, for `full_scores` to size per query."""
+        if k <= 10:
+            probe, threshold, candidates = 1, 0.5, 256
+        elif k <= 100:
+            probe, threshold, candidates = 2, 0.45, 1024
+        else:
+            probe, threshold, candidates = 4, 0.4, max(k * 4, 4096)
+        return PlaidSearchParams(
+            n_ivf_probe=self.n_ivf_probe or probe,
+            centroid_score_threshold=(
+                self.centroid_score_threshold if self.centroid_score_threshold is not None else threshold
+            ),
+            n_candidates=self.n_candidates or candidates,
+            n_full_scores=self.n_full_scores,
+        )
+
+    def full_scores(self, k: int, query_tokens: int) -> int:
+        """How many candidates stage 4 scores exactly: `n_full_scores` if set, else a budget of query tokens
+        x documents (`FULL_SCORE_BUDGET`, by k) over this query's tokens, at least `max(k, 64)` at k <= 10
+        and k above, at most `n_candidates`. Stage 4's cost grows with both factors; and the centroid-only
+        scores that pick its documents err more, relative to the score, the fewer tokens a query sums over:
+        on SciFact, 4-word queries lost 0.015 NDCG@10 with ColBERT's 64 documents at k=10 where 21-token ones
+        lost nothing and 116-token ones lost nothing with 17 (docs/benchmarks.md)."""
+        candidates = self.n_candidates or 0
+        if self.n_full_scores:
+            return min(self.n_full_scores, candidates) if candidates else self.n_full_scores
+        budget = FULL_SCORE_BUDGET[10] if k <= 10 else FULL_SCORE_BUDGET[100] * max(1, k // 100)
+        floor = max(k, 64) if k <= 10 else k
+        return max(floor, min(candidates, budget // max(query_tokens, 1)))
+
+
+# stage 4's default budget: query tokens x documents scored exactly, at k <= 10 and per 100 hits above
+FULL_SCORE_BUDGET = {10: 2048, 100: 4096}
+
+
+def probe_candidates(state: SearchState, scores: torch.Tensor, n_ivf_probe: int) -> torch.Tensor:
+    """Stage 1: ascending live documents in the inverted lists of each query token's top `n_ivf_probe`
+    centroids (`scores` is (query tokens, centroids))."""
+    probe = torch.unique(scores.topk(min(n_ivf_probe, scores.shape[1]), dim=1).indices)
+    parts = []
+    for chunk in state.chunks:
+        rows = ranges(chunk.ivf_offsets.index_select(0, probe), chunk.ivf_offsets.index_select(0, probe + 1))
+        docs = torch.unique(chunk.ivf_docs.index_select(0, rows))
+        parts.append(docs.to(torch.int64).add_(chunk.doc_start))
+    docs = torch.cat(parts) if len(parts) > 1 else parts[0]
+    if state.live is not None:
+        docs = docs[state.live.index_select(0, docs)]
+    return docs
+
+
+def pruned_interaction(
+    state: SearchState, scores_t: torch.Tensor, docs: torch.Tensor, kept: torch.Tensor
+) -> torch.Tensor:
+    """Stage 2: approximate MaxSim of one query over ascending `docs`, counting only the centroids `kept`
+    (bool per centroid), each query token's max at least 0. Read from the kept centroids' inverted lists
+    (few: pruning keeps the centroids near some query token) and scattered into a (docs, query tokens)
+    buffer by each pair's position among `docs`, looked up in the thread's `positions` map."""
+    kept_ids = torch.nonzero(kept).flatten()
+    best = torch.zeros(len(docs), scores_t.shape[1], device=scores_t.device)
+    position = positions(state.num_docs, scores_t.device)
+    position.index_copy_(0, docs, torch.arange(1, len(docs) + 1, dtype=torch.int32, device=docs.device))
+    try:
+        for chunk in state.chunks:
+            starts = chunk.ivf_offsets.index_select(0, kept_ids)
+            counts = chunk.ivf_offsets.index_select(0, kept_ids + 1) - starts
+            pair_docs = chunk.ivf_docs.index_select(0, ranges(starts, starts + counts))
+            where = position.index_select(0, pair_docs.to(torch.int64).add_(chunk.doc_start))
+            use = where > 0
+            values = scores_t.index_select(0, torch.repeat_interleave(kept_ids, counts)[use])
+            #  (the (pairs, lq) index is an expanded view: 5x faster than building flat int64 targets)
+            target = where[use].to(torch.int64).sub_(1)
+            best.scatter_reduce_(0, target[:, None].expand_as(values), values, "amax")
+    finally:
+        position.index_fill_(0, docs, 0)  # back to all zeros, in O(candidates)
+    return best.sum(dim=1)
+
+
+_scratch = threading.local()
+
+
+def positions(num_docs: int, device: torch.device) -> torch.Tensor:
+    """This thread's map from document number to 1 + its position among a query's candidates (0 for the
+    others): int32, one per document, made once per thread and reset after each query in O(candidates), so
+    stage 2 finds a pair's candidate with one gather. A binary search over the candidates instead (no map
+    at all) made stage 2 2.5x slower on SciFact (docs/benchmarks.md); the map costs 4 bytes per document
+    per search thread, allocated when the thread first searches a larger index, not per query."""
+    buffer = getattr(_scratch, "positions", None)
+    if buffer is None or len(buffer) < num_docs or buffer.device != device:
+        with torch.inference_mode(False):  # a normal tensor: usable in and out of inference mode
+            buffer = torch.zeros(max(num_docs, 1), dtype=torch.int32, device=device)
+        _scratch.positions = buffer
+    return buffer
+
+
+def centroid_interaction(state: SearchState, scores_t: torch.Tensor, docs: torch.Tensor) -> torch.Tensor:
+    """Stage 3: approximate MaxSim of one query over ascending `docs` from centroid scores alone, read
+    through each document's distinct centroids: their rows of `scores_t` (centroids, query tokens),
+    max-reduced per document and query token, summed over query tokens. A document without tokens scores
+    0. Gathers `INTERACTION_DOCS` documents' pairs at a time."""
+    out = torch.empty(len(docs), device=scores_t.device)
+    for chunk, begin, _end, local in state.per_chunk(docs):
+        for b in range(0, len(local), INTERACTION_DOCS):
+            part = local[b : b + INTERACTION_DOCS]
+            starts = chunk.doc_code_offsets.index_select(0, part)
+            counts = chunk.doc_code_offsets.index_select(0, part + 1) - starts
+            codes = chunk.widen(chunk.doc_codes.index_select(0, ranges(starts, starts + counts)))
+            best = max_per_segment(scores_t.index_select(0, codes), counts)
+            out[begin + b : begin + b + len(part)] = best.sum(dim=1)
+    return out
+
+
+def exact_scores(state: SearchState, query: torch.Tensor, scores_t: torch.Tensor, docs: torch.Tensor) -> torch.Tensor:
+    """Stage 4: MaxSim over decompressed vectors, without decompressing. A token's similarity with each query
+    token is (centroid score + residual product) / norm of the decompressed vector; then a per-document max
+    (`max_per_segment`). Tokens are read in storage order, so the memory maps are read forwards. `docs` in
+    any order; a document without tokens scores 0."""
+    order = torch.argsort(docs)
+    ordered = docs[order]
+    scores = torch.empty(len(docs), device=scores_t.device)
+    for chunk, begin, end, local in state.per_chunk(ordered):
+        lengths = chunk.doclens.index_select(0, local)
+        first = chunk.offsets.index_select(0, local)
+        rows = ranges(first, first + lengths)
+        sims = scores_t.index_select(0, chunk.widen(chunk.codes.index_select(0, rows)))
+        packed = chunk.residuals.index_select(0, rows).view(torch.uint8).view(len(rows), state.residual_bytes)
+        sims += state.codec.residual_similarities(query, packed)
+        sims /= chunk.norms.index_select(0, rows).clamp_min(1e-12)[:, None]
+        scores[begin:end] = max_per_segment(sims, lengths).sum(dim=1)
+    out = torch.empty_like(scores)
+    out[order] = scores
+    return out
+
+
+@torch.inference_mode()
+def search_one(state: SearchState, query: torch.Tensor, k: int, p: PlaidSearchParams) -> list[tuple[str, float]]:
+    """PLAID's four stages for one query (`p` resolved for k): top-k (doc id, score), best first."""
+    centroids = state.centroids
+    q = query.to(centroids.device).float()
+    scores_t = centroids @ q.T  # (K, lq): rows are what stages 2-4 read
+    lq = len(q)
+    candidates = probe_candidates(state, scores_t.T, p.n_ivf_probe or 1)
+    if not len(candidates):
+        return []
+    kept = scores_t.amax(dim=1) >= p.centroid_score_threshold
+    approx = pruned_interaction(state, scores_t, candidates, kept)
+    candidates = candidates[approx.topk(min(p.n_candidates or len(candidates), len(candidates))).indices]
+    n_full = p.full_scores(k, lq)
+    if n_full < len(candidates):  # nothing to choose when stage 4 takes them all
+        candidates = torch.sort(candidates).values
+        approx = centroid_interaction(state, scores_t, candidates)
+        candidates = candidates[approx.topk(n_full).indices]
+    exact = exact_scores(state, q, scores_t, candidates)
+    top = exact.topk(min(k, len(candidates)))
+    ranked, values = candidates[top.indices].tolist(), top.values.tolist()
+    return [(state.doc_ids[d], s) for d, s in zip(ranked, values)]

@@ -1,0 +1,145 @@
+"""PLAID's files. A directory holds the codec (`centroids.npy`, `bucket_cutoffs.npy`, `bucket_weights.npy`),
+one set of files per chunk (`ROLE-CCCCC.npy` for each array of `Chunk`, and `doc_ids-CCCCC.json`, the
+chunk's doc ids), and the current generation's tombstones (`deleted-GGGGGG.npy`, the deleted documents'
+numbers). A chunk's files are written once; a save writes the chunks added since the last one, the
+tombstones and the manifest, which `save_generation` swaps in as the commit point. So adding or deleting a
+document writes O(chunk + deleted + manifest) bytes, whatever the size of the index.
+
+Indexes written before chunks carried their lists (one `doc_ids-GGGGGG.json` with every id, no norms or
+inverted lists) still load: their lists are computed in memory, and the next save rewrites the directory.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from mbret.errors import IndexFormatError
+from mbret.indexes.plaid.codec import ResidualCodec
+from mbret.indexes.plaid.ivf import CHUNK_ARRAYS, Chunk, make_chunk
+from mbret.io import atomic_file
+
+CODEC_FILES = {"centroids": "centroids", "bucket_cutoffs": "cutoffs", "bucket_weights": "weights"}
+
+
+def save_npy(path: Path, array: np.ndarray) -> None:
+    with atomic_file(path, "wb") as fh:
+        np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
+
+
+def load_npy(path: Path, mmap_mode: str | None) -> np.ndarray:
+    try:
+        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise IndexFormatError(f"{path}: truncated or corrupt array file ({exc})") from None
+
+
+def chunk_names(c: int) -> dict[str, str]:
+    """Manifest roles -> file names of chunk `c`."""
+    names = {f"{role}_{c}": f"{role}-{c:05d}.npy" for role in CHUNK_ARRAYS}
+    names[f"doc_ids_{c}"] = f"doc_ids-{c:05d}.json"
+    return names
+
+
+def write_codec(directory: Path, codec: ResidualCodec, fresh: bool) -> dict[str, str]:
+    names = {}
+    for role, attribute in CODEC_FILES.items():
+        names[role] = f"{role}.npy"
+        if fresh or not (directory / names[role]).is_file():
+            save_npy(directory / names[role], getattr(codec, attribute).cpu().numpy())
+    return names
+
+
+def write_chunk(directory: Path, c: int, chunk: Chunk, doc_ids: Sequence[str | None]) -> None:
+    names = chunk_names(c)
+    for role, array in chunk.arrays().items():
+        save_npy(directory / names[f"{role}_{c}"], array)
+    with atomic_file(directory / names[f"doc_ids_{c}"]) as fh:
+        json.dump(list(doc_ids), fh)
+
+
+def write_tombstones(directory: Path, gen: int, deleted: np.ndarray) -> dict[str, str]:
+    if not len(deleted):
+        return {}
+    name = f"deleted-{gen:06d}.npy"
+    save_npy(directory / name, deleted.astype(np.int64))
+    return {"deleted": name}
+
+
+def read_codec(files: dict[str, Path], nbits: int, avg_residual: float) -> ResidualCodec:
+    import torch
+
+    arrays = [torch.from_numpy(load_npy(files[role], None)) for role in CODEC_FILES]
+    return ResidualCodec(*arrays, nbits, avg_residual)
+
+
+def _read_json(path: Path) -> object:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
+        raise IndexFormatError(f"{path}: truncated or corrupt doc id file ({exc})") from None
+
+
+def read_chunks(
+    files: dict[str, Path], codec: ResidualCodec, row_bytes: int, mmap: bool
+) -> tuple[list[Chunk], list[str | None]]:
+    """Every chunk of a directory (memory-mapped unless `mmap=False`) and the doc ids, tombstones applied."""
+    mode = "r" if mmap else None
+    num_centroids = len(codec.centroids)
+    chunks: list[Chunk] = []
+    doc_ids: list[str | None] = []
+    for c in range(sum(1 for role in files if role.startswith("codes_"))):
+        arrays = {role: load_npy(files[f"{role}_{c}"], None if role == "doclens" else mode) for role in CHUNK_ARRAYS}
+        chunk = Chunk(**arrays)
+        ids = _read_json(files[f"doc_ids_{c}"])
+        where = files[f"codes_{c}"]
+        tokens = int(chunk.doclens.sum())
+        if not (len(chunk.codes) == len(chunk.residuals) == len(chunk.norms) == tokens):
+            raise IndexFormatError(
+                f"{where}: chunk {c} holds {len(chunk.codes)} codes, {len(chunk.residuals)} residuals, "
+                f"{len(chunk.norms)} norms and {tokens} tokens by its doclens"
+            )
+        if chunk.residuals.ndim != 2 or chunk.residuals.shape[1] != row_bytes:
+            raise IndexFormatError(f"{files[f'residuals_{c}']}: shape {chunk.residuals.shape}, not (n, {row_bytes})")
+        if len(chunk.doc_code_offsets) != chunk.num_docs + 1 or len(chunk.ivf_offsets) != num_centroids + 1:
+            raise IndexFormatError(f"{where}: chunk {c}'s lists do not fit its documents and {num_centroids} centroids")
+        if not isinstance(ids, list) or len(ids) != chunk.num_docs:
+            raise IndexFormatError(f"{files[f'doc_ids_{c}']}: not a list of the chunk's {chunk.num_docs} doc ids")
+        chunks.append(chunk)
+        doc_ids.extend(ids)
+    if "deleted" in files:
+        deleted = load_npy(files["deleted"], None)
+        if len(deleted) and (deleted.min() < 0 or deleted.max() >= len(doc_ids)):
+            raise IndexFormatError(f"{files['deleted']}: deleted document numbers out of range")
+        for i in deleted.tolist():
+            doc_ids[i] = None
+    return chunks, doc_ids
+
+
+def read_legacy_chunks(
+    files: dict[str, Path], codec: ResidualCodec, row_bytes: int, mmap: bool
+) -> tuple[list[Chunk], list[str | None], float]:
+    """An index from before chunks stored their lists: the lists and norms are computed here."""
+    meta = _read_json(files["doc_ids"])
+    try:
+        doc_ids, avg_residual = meta["doc_ids"], float(meta["avg_residual"])  # type: ignore[index]
+    except (KeyError, TypeError, ValueError):
+        raise IndexFormatError(f"{files['doc_ids']}: truncated or corrupt doc id file") from None
+    codec.avg_residual = avg_residual
+    chunks = []
+    for c in range(sum(1 for role in files if role.startswith("codes_"))):
+        codes = load_npy(files[f"codes_{c}"], None)
+        residuals = load_npy(files[f"residuals_{c}"], "r" if mmap else None)
+        doclens = load_npy(files[f"doclens_{c}"], None)
+        if len(codes) != len(residuals) or int(doclens.sum()) != len(codes):
+            raise IndexFormatError(
+                f"{files[f'codes_{c}']}: chunk {c} holds {len(codes)} codes, "
+                f"{len(residuals)} residuals and {int(doclens.sum())} tokens by its doclens"
+            )
+        if residuals.ndim != 2 or residuals.shape[1] != row_bytes:
+            raise IndexFormatError(f"{files[f'residuals_{c}']}: shape {residuals.shape}, not (n, {row_bytes})")
+        chunks.append(make_chunk(codes, residuals, doclens, codec))
+    return chunks, doc_ids, avg_residual
