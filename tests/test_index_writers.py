@@ -251,3 +251,103 @@ def test_threads_search_a_plaid_index_while_another_writes(tmp_path: Path) -> No
     assert torch.get_num_threads() == torch_threads  # no search left the process's thread count changed
     live = {d for d in index.doc_ids if d is not None}
     assert live == set(base_ids[250:]) | set(extra_ids)
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "exact"])
+def test_threads_search_a_dense_or_exact_index_while_another_writes(kind: str) -> None:
+    """FAISS allows no search during a change, and the exact index caches derived state: three threads
+    searching while a fourth adds and deletes must see no exception and never a document deleted before
+    their search began; afterwards the index equals one built from its final documents."""
+    import torch
+
+    from mbret.indexes import ExactMaxSimIndex
+
+    base_ids, extra_ids = [f"d{i}" for i in range(400)], [f"x{i}" for i in range(200)]
+    if kind == "exact":
+        g = torch.Generator().manual_seed(0)
+        vectors = {
+            i: torch.nn.functional.normalize(torch.randn(6, 32, generator=g), dim=-1) for i in base_ids + extra_ids
+        }
+        queries: object = [torch.nn.functional.normalize(torch.randn(4, 32, generator=g), dim=-1) for _ in range(6)]
+        make = lambda: ExactMaxSimIndex(32)  # noqa: E731
+        rows = lambda ids: [vectors[i] for i in ids]  # noqa: E731
+    else:
+        table = dict(zip(base_ids + extra_ids, _vectors(600, seed=0)))
+        queries = _vectors(6, seed=1)
+        make = lambda: FaissIndex(8, kind)  # noqa: E731
+        rows = lambda ids: np.stack([table[i] for i in ids])  # noqa: E731
+    index = make()
+    index.add(base_ids, rows(base_ids))
+    deleted: set[str] = set()
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    searches = [0]
+
+    def write() -> None:
+        try:
+            for step in range(10):
+                index.add(extra_ids[step * 20 : (step + 1) * 20], rows(extra_ids[step * 20 : (step + 1) * 20]))
+                gone = base_ids[step * 30 : (step + 1) * 30]
+                index.delete(gone)
+                deleted.update(gone)
+                if kind == "exact" and step % 3 == 2:
+                    index.compact()
+                time.sleep(0.005)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test below
+            errors.append(exc)
+        finally:
+            stop.set()
+
+    def search() -> None:
+        try:
+            while not stop.is_set() or searches[0] < 3:
+                gone_before = set(deleted)
+                for hits in index.search(queries, k=10):
+                    assert len(hits) == 10
+                    assert not {doc_id for doc_id, _ in hits} & gone_before
+                searches[0] += 1
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=search) for _ in range(3)] + [threading.Thread(target=write)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors, errors[0]
+    live = base_ids[300:] + extra_ids
+    assert {d for d in index.doc_ids if d is not None} == set(live)
+    fresh = make()
+    fresh.add(live, rows(live))
+    ours, theirs = index.search(queries, k=10), fresh.search(queries, k=10)
+    assert [[d for d, _ in row] for row in ours] == [[d for d, _ in row] for row in theirs]
+
+
+@pytest.mark.parametrize("kind", ["flat", "exact"])
+def test_refresh_picks_up_another_processs_commit(tmp_path: Path, kind: str) -> None:
+    import torch
+
+    from mbret.indexes import ExactMaxSimIndex
+
+    path = tmp_path / "idx"
+    ids = [f"d{i}" for i in range(50)]
+    if kind == "exact":
+        vectors = [torch.nn.functional.normalize(torch.randn(5, 32), dim=-1) for _ in range(51)]
+        index = ExactMaxSimIndex(32)
+        index.add(ids, vectors[:50])
+        late, query = [vectors[50]], [vectors[50]]
+    else:
+        vectors = _vectors(51, seed=0)
+        index = FaissIndex(8, "flat")
+        index.add(ids, vectors[:50])
+        late, query = vectors[50:], vectors[50:]
+    index.save(path, _manifest())
+    reader, _ = load_index(path)
+    assert reader.refresh() is False
+    writer, manifest = load_index(path)
+    writer.add(["late"], late)
+    writer.delete(["d0"])
+    writer.save(path, manifest)
+    assert reader.search(query, k=1)[0][0][0] != "late"
+    assert reader.refresh() is True and reader.generation == writer.generation
+    assert reader.search(query, k=1)[0][0][0] == "late" and "d0" not in reader

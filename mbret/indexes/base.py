@@ -21,8 +21,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -125,14 +126,81 @@ def origin_of(manifest: Manifest, path: str | Path) -> Origin:
 
 
 class Stored:
-    """Mixin for index objects: the stored generation they hold, set by load and save (`Origin`)."""
+    """Mixin for index objects: the stored generation they hold and the directory it lives in, set by load
+    and save (`Origin`)."""
 
     _origin: Origin | None = None
+    _path: Path | None = None
 
     @property
     def generation(self) -> int | None:
         """The stored generation this object holds (None until it is loaded or saved)."""
         return self._origin.generation if self._origin else None
+
+    def _newer(self, **load_options: Any) -> Any | None:
+        """The index as its directory holds it now, loaded afresh, if another writer committed since this
+        object's generation; None if not."""
+        if self._path is None:
+            raise MbretError("refresh(): this index was never loaded or saved, so it has no directory")
+        manifest = read_manifest(self._path)
+        if origin_of(manifest, self._path) == self._origin:
+            return None
+        return type(self).load(self._path, **load_options)[0]  # type: ignore[attr-defined]
+
+
+class ReadWriteLock:
+    """Any number of readers, or one writer. A waiting writer holds off new readers (so a stream of
+    searches cannot starve a write); the writer may re-enter, and may read while it writes. A reader must
+    not ask to write (it would wait for itself). The standard library has no such lock."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer: int | None = None
+        self._depth = 0
+        self._waiting = 0
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[None]:
+        me = threading.get_ident()
+        with self._cond:
+            if self._writer == me:
+                self._depth += 1
+            else:
+                while self._writer is not None or self._waiting:
+                    self._cond.wait()
+                self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                if self._writer == me:
+                    self._depth -= 1
+                else:
+                    self._readers -= 1
+                    if not self._readers:
+                        self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[None]:
+        me = threading.get_ident()
+        with self._cond:
+            if self._writer == me:
+                self._depth += 1
+            else:
+                self._waiting += 1
+                while self._writer is not None or self._readers:
+                    self._cond.wait()
+                self._waiting -= 1
+                self._writer, self._depth = me, 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._depth -= 1
+                if not self._depth:
+                    self._writer = None
+                    self._cond.notify_all()
 
 
 def save_generation(

@@ -3,6 +3,10 @@
 Each document gets an int64 id when added, its position in `doc_ids`, and keeps it for life: deletes never
 renumber. `flat` and `ivfpq` remove vectors physically; HNSW cannot, so deleted ids are filtered at search
 time with an ID selector (and dropped for good when the index is rebuilt).
+
+Thread safety: any number of threads may search one index while others add, delete, save or refresh it.
+FAISS allows concurrent searches but no search during a change, so searches share a `ReadWriteLock` and a
+change waits for the searches under way (and holds new ones off) while it runs.
 """
 
 from __future__ import annotations
@@ -17,7 +21,15 @@ import faiss
 import numpy as np
 
 from mbret.errors import IndexFormatError, MbretError
-from mbret.indexes.base import Manifest, StableDocIds, Stored, origin_of, read_manifest, save_generation
+from mbret.indexes.base import (
+    Manifest,
+    ReadWriteLock,
+    StableDocIds,
+    Stored,
+    origin_of,
+    read_manifest,
+    save_generation,
+)
 from mbret.io import atomic_file
 
 INDEX_TYPES = ("flat", "hnsw", "ivfpq")
@@ -50,6 +62,7 @@ class FaissIndex(StableDocIds, Stored):
         self._init_ids()
         self._tombstones: set[int] = set()  # deleted but still inside the FAISS index (HNSW only)
         self.index: Any = None
+        self._rw = ReadWriteLock()
 
     # -- building ------------------------------------------------------------------------------------
     def _new_faiss_index(self, num_docs: int) -> Any:
@@ -66,6 +79,10 @@ class FaissIndex(StableDocIds, Stored):
 
     def add(self, doc_ids: Sequence[str], embeddings: np.ndarray) -> None:
         """Add documents; ids must be new (a live duplicate is an error). IVF-PQ trains on its first add."""
+        with self._rw.write():
+            self._add(doc_ids, embeddings)
+
+    def _add(self, doc_ids: Sequence[str], embeddings: np.ndarray) -> None:
         embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
         if embeddings.ndim != 2 or embeddings.shape[1] != self.dimension:
             raise MbretError(f"expected embeddings of shape (n, {self.dimension}), got {embeddings.shape}")
@@ -88,12 +105,13 @@ class FaissIndex(StableDocIds, Stored):
 
     def delete(self, doc_ids: Sequence[str]) -> int:
         """Delete documents by doc id; other ids are untouched. Returns how many were deleted."""
-        internal = np.array(self._remove_ids(doc_ids), dtype=np.int64)
-        if self.index_type == "hnsw":
-            self._tombstones.update(int(i) for i in internal)
-        elif len(internal):
-            self.index.remove_ids(internal)
-        return len(internal)
+        with self._rw.write():
+            internal = np.array(self._remove_ids(doc_ids), dtype=np.int64)
+            if self.index_type == "hnsw":
+                self._tombstones.update(int(i) for i in internal)
+            elif len(internal):
+                self.index.remove_ids(internal)
+            return len(internal)
 
     # -- search --------------------------------------------------------------------------------------
     def _search_params(self) -> Any:
@@ -113,38 +131,53 @@ class FaissIndex(StableDocIds, Stored):
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         if queries.ndim != 2 or queries.shape[1] != self.dimension:
             raise MbretError(f"expected queries of shape (n, {self.dimension}), got {queries.shape}")
-        if self.index is None or len(self) == 0:
-            return [[] for _ in range(len(queries))]
-        scores, ids = self.index.search(queries, min(k, len(self)), params=self._search_params())
-        results: list[list[tuple[str, float]]] = []
-        for row_scores, row_ids in zip(scores, ids):
-            hits = []
-            for score, i in zip(row_scores, row_ids):
-                if i < 0:
-                    continue
-                doc_id = self.doc_ids[int(i)]
-                if doc_id is not None:
-                    hits.append((doc_id, float(score)))
-            results.append(hits)
-        return results
+        with self._rw.read():
+            if self.index is None or len(self) == 0:
+                return [[] for _ in range(len(queries))]
+            scores, ids = self.index.search(queries, min(k, len(self)), params=self._search_params())
+            results: list[list[tuple[str, float]]] = []
+            for row_scores, row_ids in zip(scores, ids):
+                hits = []
+                for score, i in zip(row_scores, row_ids):
+                    if i < 0:
+                        continue
+                    doc_id = self.doc_ids[int(i)]
+                    if doc_id is not None:
+                        hits.append((doc_id, float(score)))
+                results.append(hits)
+            return results
 
     # -- persistence ---------------------------------------------------------------------------------
     def save(self, path: str | Path, manifest: Manifest, replace: bool = False) -> None:
         """Write the FAISS file, the doc ids (JSON, null for deleted) and the manifest, atomically."""
-        if self.index is None:
-            raise MbretError("cannot save an empty index: add documents first")
-        manifest.kind, manifest.index_type = "faiss", self.index_type
-        manifest.dimension, manifest.num_docs, manifest.index_params = self.dimension, len(self), dict(self.params)
+        with self._rw.write():  # a save records the generation it wrote: one writer at a time
+            if self.index is None:
+                raise MbretError("cannot save an empty index: add documents first")
+            manifest.kind, manifest.index_type = "faiss", self.index_type
+            manifest.dimension, manifest.num_docs, manifest.index_params = self.dimension, len(self), dict(self.params)
 
-        def write_files(directory: Path, gen: int) -> dict[str, str]:
-            names = {"faiss": f"index-{gen:06d}.faiss", "doc_ids": f"doc_ids-{gen:06d}.json"}
-            with atomic_file(directory / names["faiss"], "wb") as fh:
-                fh.write(faiss.serialize_index(self.index).tobytes())
-            with atomic_file(directory / names["doc_ids"]) as fh:
-                json.dump({"doc_ids": self.doc_ids, "tombstones": sorted(self._tombstones)}, fh)
-            return names
+            def write_files(directory: Path, gen: int) -> dict[str, str]:
+                names = {"faiss": f"index-{gen:06d}.faiss", "doc_ids": f"doc_ids-{gen:06d}.json"}
+                with atomic_file(directory / names["faiss"], "wb") as fh:
+                    fh.write(faiss.serialize_index(self.index).tobytes())
+                with atomic_file(directory / names["doc_ids"]) as fh:
+                    json.dump({"doc_ids": self.doc_ids, "tombstones": sorted(self._tombstones)}, fh)
+                return names
 
-        self._origin = save_generation(path, manifest, write_files, replace=replace, origin=self._origin)
+            self._origin = save_generation(path, manifest, write_files, replace=replace, origin=self._origin)
+            self._path = Path(path)
+
+    def refresh(self) -> bool:
+        """Pick up the generation another process committed to this index's directory since it was loaded
+        or saved (True if there was one); changes made here and not saved are dropped."""
+        fresh = self._newer()
+        if fresh is None:
+            return False
+        with self._rw.write():
+            rw = self._rw
+            self.__dict__.update(fresh.__dict__)
+            self._rw = rw
+        return True
 
     @classmethod
     def load(cls, path: str | Path) -> tuple[FaissIndex, Manifest]:
@@ -175,5 +208,5 @@ class FaissIndex(StableDocIds, Stored):
             )
         if len(self) != manifest.num_docs:
             raise IndexFormatError(f"{path}: manifest says {manifest.num_docs} docs, id file has {len(self)}")
-        self._origin = origin_of(manifest, path)
+        self._origin, self._path = origin_of(manifest, path), path
         return self, manifest

@@ -17,7 +17,15 @@ import torch
 
 from mbret.errors import IndexFormatError, MbretError
 from mbret.hardware import cpu_has_native, map_on_cores
-from mbret.indexes.base import Manifest, StableDocIds, Stored, origin_of, read_manifest, save_generation
+from mbret.indexes.base import (
+    Manifest,
+    ReadWriteLock,
+    StableDocIds,
+    Stored,
+    origin_of,
+    read_manifest,
+    save_generation,
+)
 from mbret.indexes.kernels import max_per_segment, token_groups
 from mbret.io import atomic_file
 
@@ -83,7 +91,11 @@ def maxsim_scores(queries: torch.Tensor, docs: torch.Tensor, doc_lengths: torch.
 
 
 class ExactMaxSimIndex(StableDocIds, Stored):
-    """Every token vector of every document, scored exactly; doc ids stable across add and delete."""
+    """Every token vector of every document, scored exactly; doc ids stable across add and delete.
+
+    Thread safety: any number of threads may search one index while others add, delete, compact, save or
+    refresh it: searches share a `ReadWriteLock`, and a change waits for the searches under way (and holds
+    new ones off), so every search reads one version of the vectors and ids."""
 
     def __init__(self, dimension: int) -> None:
         self.dimension = dimension
@@ -98,8 +110,15 @@ class ExactMaxSimIndex(StableDocIds, Stored):
         self._plans: dict[int, tuple[torch.Tensor, list[tuple[int, int]]]] = {}  # by chunk_tokens
         self.device = torch.device("cpu")
         self.resident = False  # on CPU too, gather from one in-memory copy (tests exercise the GPU's path)
+        self._rw = ReadWriteLock()
 
     def to(self, device: str | torch.device) -> ExactMaxSimIndex:
+        """Score on `device` (e.g. "cuda"): the float16 token vectors are copied there once when they fit
+        in half of its free memory, else each chunk is copied over from the host as it is scored."""
+        with self._rw.write():
+            return self._to(device)
+
+    def _to(self, device: str | torch.device) -> ExactMaxSimIndex:
         """Score on `device` (e.g. "cuda"): the float16 token vectors are copied there once when they fit
         in half of its free memory, else each chunk is copied over from the host as it is scored."""
         self.device = torch.device(device)
@@ -126,6 +145,11 @@ class ExactMaxSimIndex(StableDocIds, Stored):
         return int(sum(len(c) for c in self._chunks))
 
     def add(self, doc_ids: Sequence[str], embeddings: Sequence[torch.Tensor | np.ndarray]) -> None:
+        """Append documents (stored as float16); ids must be new."""
+        with self._rw.write():
+            self._add(doc_ids, embeddings)
+
+    def _add(self, doc_ids: Sequence[str], embeddings: Sequence[torch.Tensor | np.ndarray]) -> None:
         if len(doc_ids) != len(embeddings):
             raise MbretError(f"{len(doc_ids)} doc ids for {len(embeddings)} embeddings")
         self._check_new_ids(doc_ids)
@@ -140,11 +164,20 @@ class ExactMaxSimIndex(StableDocIds, Stored):
         self._invalidate()
 
     def delete(self, doc_ids: Sequence[str]) -> int:
+        with self._rw.write():
+            return self._delete(doc_ids)
+
+    def _delete(self, doc_ids: Sequence[str]) -> int:
         removed = self._remove_ids(doc_ids)
         self._invalidate()
         return len(removed)
 
     def compact(self) -> int:
+        """Drop deleted documents' vectors; returns how many token vectors were freed."""
+        with self._rw.write():
+            return self._compact()
+
+    def _compact(self) -> int:
         """Drop deleted documents' vectors; returns how many token vectors were freed."""
         tokens, lengths = self._flat()
         live = np.array([d is not None for d in self.doc_ids], dtype=bool)
@@ -193,8 +226,20 @@ class ExactMaxSimIndex(StableDocIds, Stored):
             )
         return self._norm
 
-    @torch.inference_mode()
     def search(
+        self,
+        queries: Sequence[torch.Tensor],
+        k: int = 10,
+        chunk_tokens: int | None = None,
+        query_block: int | None = None,
+        screen: bool | None = None,
+    ) -> list[list[tuple[str, float]]]:
+        """Top-k (doc id, MaxSim score) per query, best first, over all live documents (`_search`)."""
+        with self._rw.read():
+            return self._search(queries, k, chunk_tokens, query_block, screen)
+
+    @torch.inference_mode()
+    def _search(
         self,
         queries: Sequence[torch.Tensor],
         k: int = 10,
@@ -328,6 +373,10 @@ class ExactMaxSimIndex(StableDocIds, Stored):
     # -- persistence ---------------------------------------------------------------------------------
     def save(self, path: str | Path, manifest: Manifest, replace: bool = False) -> None:
         """Write token vectors (float16 .npy), token counts and doc ids, then the manifest, atomically."""
+        with self._rw.write():
+            self._save(path, manifest, replace)
+
+    def _save(self, path: str | Path, manifest: Manifest, replace: bool) -> None:
         manifest.kind, manifest.index_type = "maxsim", "exact"
         manifest.dimension, manifest.num_docs, manifest.index_params = self.dimension, len(self), {}
         tokens, lengths = self._flat()
@@ -347,6 +396,19 @@ class ExactMaxSimIndex(StableDocIds, Stored):
             return names
 
         self._origin = save_generation(path, manifest, write_files, replace=replace, origin=self._origin)
+        self._path = Path(path)
+
+    def refresh(self) -> bool:
+        """Pick up the generation another process committed to this index's directory since it was loaded
+        or saved (True if there was one); changes made here and not saved are dropped."""
+        fresh = self._newer()
+        if fresh is None:
+            return False
+        with self._rw.write():
+            rw, device = self._rw, self.device
+            self.__dict__.update(fresh.__dict__)
+            self._rw, self.device, self._resident = rw, device, None
+        return True
 
     @classmethod
     def load(cls, path: str | Path, mmap: bool = True) -> tuple[ExactMaxSimIndex, Manifest]:
@@ -378,5 +440,5 @@ class ExactMaxSimIndex(StableDocIds, Stored):
         with warnings.catch_warnings():  # a read-only memory map: torch warns, and we never write to it
             warnings.simplefilter("ignore", UserWarning)
             self._cache = (torch.from_numpy(tokens), torch.from_numpy(lengths))
-        self._origin = origin_of(manifest, path)
+        self._origin, self._path = origin_of(manifest, path), path
         return self, manifest

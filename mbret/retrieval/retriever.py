@@ -234,6 +234,11 @@ class Retriever:
     def delete(self, doc_ids: Sequence[str]) -> int:
         return self.index.delete(doc_ids)
 
+    def refresh(self) -> bool:
+        """Pick up what other processes committed to the index's directory since it was loaded (the index's
+        `refresh`); True if there was a newer generation."""
+        return self.index.refresh()
+
     def recluster(self) -> None:
         """Retrain a PLAID index's centroids on its own vectors (see `PlaidIndex.recluster`)."""
         if not isinstance(self.index, PlaidIndex):

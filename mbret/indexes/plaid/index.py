@@ -402,12 +402,9 @@ class PlaidIndex(StableDocIds, Stored):
         """Pick up the generation another process committed to this index's directory since it was loaded
         or saved (True if there was one). Changes made here and not saved are dropped with the old state;
         searches running meanwhile finish on the snapshot they took."""
-        if self._path is None:
-            raise MbretError("refresh(): this index was never loaded or saved, so it has no directory")
-        manifest = read_manifest(self._path)
-        if origin_of(manifest, self._path) == self._origin:
+        fresh = self._newer(mmap=not self.resident)
+        if fresh is None:
             return False
-        fresh, _ = type(self).load(self._path, mmap=not self.resident)
         with self._lock:
             device, lock = self.device, self._lock
             self.__dict__.update(fresh.__dict__)
