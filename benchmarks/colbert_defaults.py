@@ -1,7 +1,7 @@
 """The ColBERT head's defaults, measured: markers, query expansion and the query length cap.
 
 For a head built from a non-ColBERT checkpoint (all-MiniLM-L6-v2 by default; untrained 128-d projection),
-on a BEIR dataset's own queries and its short and long query sets (`mbret.eval.query_sets`), exact MaxSim
+on a BEIR dataset's own queries and its short and long query sets (`mbret.data.query_sets`), exact MaxSim
 (so nothing but the encoding differs), NDCG@10 for:
 - markers: `text` ("[Q] "/"[D] "), `unused` ([unused0]/[unused1] as single tokens), `none`;
 - queries: expanded with [MASK] to 32 tokens, or not expanded and cut at 32, 64, 128 or 300 tokens;
@@ -20,8 +20,8 @@ import json
 import time
 from pathlib import Path
 
-from mbret.eval.data import load_beir_dir
-from mbret.eval.query_sets import query_sets
+from mbret.data.datasets import load_beir_dir
+from mbret.data.query_sets import query_sets
 from mbret.eval.runner import evaluate
 from mbret.indexes import load_index
 from mbret.retrieval import Retriever

@@ -18,7 +18,7 @@ import time
 import numpy as np
 import torch
 
-from mbret.eval.data import doc_text, load_corpus
+from mbret.data.datasets import doc_text, load_corpus
 from mbret.retrieval import DenseEncoder
 from mbret.retrieval.backbone import choose_dtype, resolve_model_path
 

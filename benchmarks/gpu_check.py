@@ -43,7 +43,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from mbret.eval.data import Dataset, doc_text, load_dataset  # noqa: E402
+from mbret.data.datasets import Dataset, doc_text, load_dataset  # noqa: E402
 from mbret.eval.metrics import evaluate_run  # noqa: E402
 from mbret.eval.sources import write_beir_files  # noqa: E402
 

@@ -3,7 +3,7 @@
 The corpus is encoded once into an exact MaxSim index (`--exact DIR`, or WORK/exact, encoded with mbret's
 defaults when missing); every PLAID index is built from those same vectors, so the two searches differ
 only in PLAID. Query sets: SciFact's own test queries (`full`), the same cut to four words (`short`), and
-known-item queries of three middle sentences of a document (`long`), from `mbret.eval.query_sets`. Queries
+known-item queries of three middle sentences of a document (`long`), from `mbret.data.query_sets`. Queries
 are encoded once beforehand; queries/s is index search only.
 
 Sections (`--sections`, any of):
@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mbret.eval.data import Dataset
+from mbret.data.datasets import Dataset
 from mbret.indexes import ExactMaxSimIndex, PlaidIndex
 from mbret.retrieval.colbert import ColBERTEncoder
 
@@ -173,8 +173,8 @@ def main() -> None:
         build_plaid_from_npy(args._build[0], float(args._build[1]), int(args._build[2]), args._build[3])
         return
 
-    from mbret.eval.data import load_beir_dir
-    from mbret.eval.query_sets import query_sets
+    from mbret.data.datasets import load_beir_dir
+    from mbret.data.query_sets import query_sets
     from mbret.hardware import cpu_has_native
     from mbret.indexes import PlaidSearchParams
     from mbret.retrieval import Retriever

@@ -19,7 +19,7 @@ import torch
 
 import mbret.indexes.maxsim as maxsim
 import mbret.indexes.plaid as plaid
-from mbret.eval.data import load_dataset
+from mbret.data.datasets import load_dataset
 from mbret.hardware import map_on_cores
 from mbret.indexes import PlaidIndex
 from mbret.retrieval import Retriever

@@ -2,7 +2,7 @@
 
 Short: each judged query cut to its first four words, same qrels. Long: known-item queries, three
 sentences from the middle of a document (64+ pre-tokens), relevant to that document only. Both share the
-dataset's corpus (copied, so each directory stands alone). See `mbret.eval.query_sets`.
+dataset's corpus (copied, so each directory stands alone). See `mbret.data.query_sets`.
 
     python examples/make_query_sets.py ../shared/data/beir/scifact runs/query-sets
     mbret eval runs/query-sets/scifact-short --model minilm --mode colbert
@@ -15,8 +15,8 @@ import json
 import shutil
 from pathlib import Path
 
-from mbret.eval.data import Dataset, load_beir_dir
-from mbret.eval.query_sets import long_queries, short_queries
+from mbret.data.datasets import Dataset, load_beir_dir
+from mbret.data.query_sets import long_queries, short_queries
 from mbret.io import atomic_new_dir
 
 

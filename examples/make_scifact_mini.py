@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from mbret.eval.data import load_beir_dir
+from mbret.data.datasets import load_beir_dir
 
 NUM_QUERIES, NUM_DOCS = 50, 500
 

@@ -184,7 +184,7 @@ def index(
 
     Example: mbret index examples/scifact-mini/corpus.jsonl --model minilm --out runs/scifact-mini
     """
-    from mbret.eval.data import load_corpus
+    from mbret.data.datasets import load_corpus
     from mbret.retrieval import Retriever
     from mbret.retrieval.retriever import check_mode, load_encoder
 
@@ -395,7 +395,7 @@ def eval_command(
     Suites: mbret eval --suite beir-dev4 --model M --mode colbert --output runs/dev4 (conventions per
     dataset from the registry, the paper's numbers beside ours; `mbret report runs/dev4` charts it).
     """
-    from mbret.eval.data import load_dataset
+    from mbret.data.datasets import load_dataset
     from mbret.eval.metrics import parse_metric
     from mbret.eval.runner import evaluate, format_table
     from mbret.retrieval import Retriever
@@ -680,7 +680,7 @@ def mine(
 
     mbret mine ../shared/data/beir/scifact --model minilm --out mined.jsonl
     """
-    from mbret.eval.data import load_dataset
+    from mbret.data.datasets import load_dataset
     from mbret.retrieval.dense import DenseEncoder
     from mbret.training.mining import MiningParams, mine_hard_negatives, write_mined
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mbret.eval.data import load_dataset
+from mbret.data.datasets import load_dataset
 from mbret.eval.runner import evaluate
 from mbret.retrieval import Retriever
 

@@ -506,7 +506,7 @@ def test_chunked_build_equals_one_shot(tiny_model: str, small_corpus: dict) -> N
 def test_indexing_keeps_the_float16_of_the_float32_vectors(tiny_model: str, small_corpus: dict) -> None:
     """Indexing asks the encoder for float16 (half the memory per chunk); the index must hold exactly the
     float16 rounding of the float32 vectors, as it did when it rounded them itself."""
-    from mbret.eval.data import doc_text
+    from mbret.data.datasets import doc_text
     from mbret.hardware import release_freed_memory
     from mbret.retrieval import Retriever
 

@@ -8,9 +8,9 @@ from types import SimpleNamespace
 
 import pytest
 
+from mbret.data import datasets as data
+from mbret.data.datasets import doc_text, load_beir_dir, load_corpus, load_dataset
 from mbret.errors import InputError, MbretError
-from mbret.eval import data
-from mbret.eval.data import doc_text, load_beir_dir, load_corpus, load_dataset
 
 from .conftest import SCIFACT_MINI, write_beir
 

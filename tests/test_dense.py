@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from sentence_transformers import SentenceTransformer
 
+from mbret.data.datasets import doc_text, load_corpus
 from mbret.errors import MbretError
-from mbret.eval.data import doc_text, load_corpus
 from mbret.retrieval import DenseEncoder
 from mbret.retrieval.backbone import resolve_model_path
 

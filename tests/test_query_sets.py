@@ -1,12 +1,12 @@
-"""The short- and long-query sets built from a BEIR dataset (`mbret.eval.query_sets`, examples/make_query_sets.py)."""
+"""The short- and long-query sets built from a BEIR dataset (`mbret.data.query_sets`, examples/make_query_sets.py)."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
-from mbret.eval.data import Dataset, load_beir_dir
-from mbret.eval.query_sets import long_queries, pre_tokens, query_sets, short_queries, split_sentences
+from mbret.data.datasets import Dataset, load_beir_dir
+from mbret.data.query_sets import long_queries, pre_tokens, query_sets, short_queries, split_sentences
 
 from .conftest import REPO, SCIFACT
 

@@ -32,3 +32,15 @@ def test_readme_commands_match_the_scripts() -> None:
         if line.startswith("mbret "):
             assert line in readme, f"README does not show: {line}"
     assert "bash scripts/test.sh" in (REPO / ".ci" / "run").read_text(encoding="utf-8")
+
+
+def test_readme_precomputed_vectors_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """The README's path for precomputed token vectors (train, add chunk by chunk, save, load, search)."""
+    import textwrap
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "index.train(" in b)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(textwrap.dedent(block.replace("\n  ```", "")), "README.md", "exec"), {})
+    assert capsys.readouterr().out.strip().splitlines()[-1] == "doc7"
+    assert (tmp_path / "runs" / "precomputed" / "manifest.json").is_file()

@@ -26,8 +26,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mbret.eval.data import load_dataset
-from mbret.eval.query_sets import long_queries, query_sets
+from mbret.data.datasets import load_dataset
+from mbret.data.query_sets import long_queries, query_sets
 from mbret.eval.runner import evaluate
 from mbret.indexes import PlaidIndex
 from mbret.retrieval import Retriever

@@ -260,7 +260,7 @@ def test_kill_and_resume(tiny_model: str, tmp_path: Path) -> None:
 
 # -- mining and scoring ------------------------------------------------------------------------------------------
 def test_mine_filters_and_resumes_from_cache(tiny_model: str, tmp_path: Path, cli) -> None:
-    from mbret.eval.data import load_dataset
+    from mbret.data.datasets import load_dataset
     from mbret.retrieval.dense import DenseEncoder
     from mbret.training.mining import MiningParams, mine_hard_negatives
 

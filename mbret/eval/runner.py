@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import mbret
-from mbret.eval.data import Dataset
+from mbret.data.datasets import Dataset
 from mbret.eval.manifest import run_manifest
 from mbret.eval.metrics import DEFAULT_METRICS, drop_identical_ids, evaluate_run
 from mbret.indexes import PlaidSearchParams

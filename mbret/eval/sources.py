@@ -18,8 +18,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from mbret.data.datasets import Dataset, dataset_from_records, load_beir_dir, load_ir_datasets
 from mbret.errors import MbretError
-from mbret.eval.data import Dataset, dataset_from_records, load_beir_dir, load_ir_datasets
 from mbret.eval.registry import DatasetSpec, HubSource
 from mbret.io import atomic_new_dir, write_json_atomic
 

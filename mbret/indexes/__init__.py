@@ -1,9 +1,16 @@
-"""Indexes behind one small interface: `add`, `delete`, `search`, `save`, `load`."""
+"""Indexes behind one small interface (`Index`): `add`, `delete`, `search`, `save`, `load`, `refresh`.
+
+`INDEX_CLASSES` maps a manifest's `kind` to its class, and `new_index` makes the index a mode and
+`--index-type` name, so callers (`Retriever`, the CLI) know no index's internals.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+
+import numpy as np
 
 from mbret.errors import IndexFormatError
 from mbret.indexes.base import Manifest, check_compatible, read_manifest
@@ -14,28 +21,67 @@ from mbret.indexes.plaid import PlaidIndex, PlaidSearchParams
 INDEX_TYPES_BY_MODE = {"dense": INDEX_TYPES, "colbert": ("plaid", "exact")}
 
 
+class Index(Protocol):
+    """What every mbret index offers. Doc ids are strings, stable across adds and deletes; `is_trained` is
+    False only for an index that wants `train(sample, num_tokens=...)` on a sample of its corpus first
+    (`sample_documents(num_docs, tokens_per_doc)` says which documents to draw)."""
+
+    dimension: int
+    index_type: str
+
+    def __len__(self) -> int: ...
+    def __contains__(self, doc_id: object) -> bool: ...
+    @property
+    def is_trained(self) -> bool: ...
+    @property
+    def generation(self) -> int | None: ...
+    def add(self, doc_ids: Sequence[str], embeddings: Any) -> None: ...
+    def delete(self, doc_ids: Sequence[str]) -> int: ...
+    def search(self, queries: Any, k: int = 10) -> list[list[tuple[str, float]]]: ...
+    def save(self, path: str | Path, manifest: Manifest, replace: bool = False) -> None: ...
+    def refresh(self) -> bool: ...
+    def to(self, device: Any) -> Any: ...
+    def sample_documents(self, num_docs: int, tokens_per_doc: float) -> np.ndarray: ...
+    def train(self, sample: Any, num_tokens: int | None = None) -> None: ...
+
+
+INDEX_CLASSES: dict[str, type] = {"faiss": FaissIndex, "maxsim": ExactMaxSimIndex, "plaid": PlaidIndex}
+
+
+def new_index(mode: str, index_type: str, dimension: int, params: dict[str, Any] | None = None) -> Index:
+    """An empty index for `mode` ("dense"/"colbert") and `index_type` (`INDEX_TYPES_BY_MODE`)."""
+    params = dict(params or {})
+    if mode == "colbert" and index_type == "plaid":
+        search = PlaidSearchParams(
+            **{f: params.pop(f) for f in list(params) if f in PlaidSearchParams.__dataclass_fields__}
+        )
+        return PlaidIndex(dimension, search=search, **params)
+    if mode == "colbert":
+        return ExactMaxSimIndex(dimension)
+    return FaissIndex(dimension, index_type, params)
+
+
 def load_index(path: str | Path) -> tuple[Any, Manifest]:
-    """Load any mbret index directory by the kind its manifest names."""
+    """Load any mbret index directory by the kind its manifest names (`INDEX_CLASSES`)."""
     kind = read_manifest(path).kind
-    if kind == "faiss":
-        return FaissIndex.load(path)
-    if kind == "maxsim":
-        return ExactMaxSimIndex.load(path)
-    if kind == "plaid":
-        return PlaidIndex.load(path)
-    raise IndexFormatError(f"{path}: unknown index kind {kind!r}")
+    if kind not in INDEX_CLASSES:
+        raise IndexFormatError(f"{path}: unknown index kind {kind!r}")
+    return INDEX_CLASSES[kind].load(path)
 
 
 __all__ = [
+    "INDEX_CLASSES",
     "INDEX_TYPES",
     "INDEX_TYPES_BY_MODE",
     "ExactMaxSimIndex",
     "FaissIndex",
+    "Index",
     "Manifest",
     "PlaidIndex",
     "PlaidSearchParams",
     "check_compatible",
     "default_params",
     "load_index",
+    "new_index",
     "read_manifest",
 ]

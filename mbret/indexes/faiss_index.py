@@ -65,6 +65,12 @@ class FaissIndex(StableDocIds, Stored):
         self._rw = ReadWriteLock()
 
     # -- building ------------------------------------------------------------------------------------
+    is_trained = True  # IVF-PQ trains on its first add; nothing to sample beforehand
+
+    def to(self, device: object) -> FaissIndex:
+        """FAISS indexes search on the CPU here (faiss-gpu is the `gpu` extra's): a no-op."""
+        return self
+
     def _new_faiss_index(self, num_docs: int) -> Any:
         self.params = {**default_params(self.index_type, self.dimension, num_docs), **self.params}
         d, p = self.dimension, self.params

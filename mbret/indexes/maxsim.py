@@ -140,6 +140,8 @@ class ExactMaxSimIndex(StableDocIds, Stored):
             self._resident = tokens.to(self.device)
         return self._resident
 
+    is_trained = True  # nothing to fit: every vector is kept as it is
+
     @property
     def num_tokens(self) -> int:
         return int(sum(len(c) for c in self._chunks))

@@ -17,18 +17,19 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from mbret.data.datasets import Corpus, doc_text
 from mbret.errors import MbretError
-from mbret.eval.data import Corpus, doc_text
 from mbret.hardware import release_freed_memory
 from mbret.indexes import (
+    INDEX_CLASSES,
     INDEX_TYPES_BY_MODE,
-    ExactMaxSimIndex,
-    FaissIndex,
+    Index,
     Manifest,
     PlaidIndex,
     PlaidSearchParams,
     check_compatible,
     load_index,
+    new_index,
     read_manifest,
 )
 from mbret.retrieval.backbone import model_identity
@@ -101,14 +102,13 @@ class Retriever:
     """An encoder and the index of its corpus embeddings."""
 
     encoder: DenseEncoder | ColBERTEncoder
-    index: FaissIndex | ExactMaxSimIndex | PlaidIndex
+    index: Index
     batch_size: int = 64
     timings: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # ColBERT indexes score where the model runs: MaxSim on the GPU when the encoder is there
-        if isinstance(self.index, (ExactMaxSimIndex, PlaidIndex)):
-            self.index.to(self.encoder.device)
+        self.index.to(self.encoder.device)
 
     @property
     def mode(self) -> str:
@@ -149,17 +149,7 @@ class Retriever:
                 query_expansion=query_expansion,
             )
         index_type = check_mode(mode, index_type)
-        index: FaissIndex | ExactMaxSimIndex | PlaidIndex
-        if mode == "colbert" and index_type == "plaid":
-            params = dict(index_params or {})
-            search = PlaidSearchParams(
-                **{f: params.pop(f) for f in list(params) if f in PlaidSearchParams.__dataclass_fields__}
-            )
-            index = PlaidIndex(encoder.dimension, search=search, **params)
-        elif mode == "colbert":
-            index = ExactMaxSimIndex(encoder.dimension)
-        else:
-            index = FaissIndex(encoder.dimension, index_type, index_params)
+        index = new_index(mode, index_type, encoder.dimension, index_params)
         retriever = cls(encoder=encoder, index=index, batch_size=batch_size)
         retriever.add(corpus, show_progress=show_progress)
         return retriever
@@ -184,8 +174,8 @@ class Retriever:
             self._time("index_build_s", start)
             return
         reuse: dict[int, Any] = {}
-        if isinstance(self.index, PlaidIndex) and self.index.codec is None:
-            sample = self._plaid_training_sample(texts)
+        if not self.index.is_trained:  # an index that trains on a sample of its corpus first (PLAID)
+            sample = self._training_sample(texts)
             start = time.perf_counter()
             encoded = self.encoder.encode_corpus(
                 [texts[i] for i in sample], batch_size=self.batch_size, show_progress=False, dtype=torch.float16
@@ -220,11 +210,11 @@ class Retriever:
                 release_freed_memory()
                 bar.update(len(rows))
 
-    def _plaid_training_sample(self, texts: list[str]) -> np.ndarray:
-        """The documents a new PLAID index trains on (`PlaidIndex.sample_documents`), sized from the token
-        counts of a seeded probe of 256 documents rather than of all of them."""
-        assert isinstance(self.index, PlaidIndex)
-        probe = np.random.default_rng(self.index.seed).choice(len(texts), size=min(len(texts), 256), replace=False)
+    def _training_sample(self, texts: list[str]) -> np.ndarray:
+        """The documents a new index trains on (its `sample_documents`), sized from the token counts of a
+        seeded probe of 256 documents rather than of all of them."""
+        seed = int(getattr(self.index, "seed", 0))
+        probe = np.random.default_rng(seed).choice(len(texts), size=min(len(texts), 256), replace=False)
         tokens_per_doc = self.encoder.count_tokens([texts[i] for i in probe]) / max(len(probe), 1)
         return self.index.sample_documents(len(texts), tokens_per_doc)
 
@@ -290,7 +280,7 @@ class Retriever:
         if isinstance(encoder, ColBERTEncoder):
             prompts = encoder.prompts
             return Manifest(
-                kind="plaid" if isinstance(self.index, PlaidIndex) else "maxsim",
+                kind={cls: kind for kind, cls in INDEX_CLASSES.items()}[type(self.index)],
                 mode="colbert",
                 model=encoder.name,
                 dimension=encoder.dimension,

@@ -253,7 +253,7 @@ def _table_file(directory: Path, name: str) -> Path | None:
 def _load_beir_pairs(source: str, split: str, max_samples: int | None) -> TrainingData:
     from datasets import Dataset
 
-    from mbret.eval.data import doc_text, load_dataset
+    from mbret.data.datasets import doc_text, load_dataset
 
     dataset = load_dataset(source, split=split)
     queries, positives = [], []
@@ -300,7 +300,7 @@ def _rows(path: Path, limit: int | None = None) -> Iterator[tuple[tuple[Path | s
                 return
             yield (path, i + 1), row
         return
-    from mbret.eval.data import iter_jsonl
+    from mbret.data.datasets import iter_jsonl
 
     for count, (number, row) in enumerate(iter_jsonl(path), start=1):
         yield (path, number), row

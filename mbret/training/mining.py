@@ -73,7 +73,7 @@ def mine_hard_negatives(
     """Mine with a DenseEncoder (unit vectors, inner product) over an exact FAISS index."""
     import faiss
 
-    from mbret.eval.data import doc_text
+    from mbret.data.datasets import doc_text
 
     params = params or MiningParams()
     params.check()

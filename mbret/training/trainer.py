@@ -224,7 +224,7 @@ class _RetrievalEval(TrainerCallback):
     """Evaluate on `eval_data` (a BEIR directory) every `eval_steps` with mbret's own eval, and log NDCG@10."""
 
     def __init__(self, config: TrainConfig, encoder: Any, history: _History) -> None:
-        from mbret.eval.data import load_dataset
+        from mbret.data.datasets import load_dataset
 
         self.config, self.encoder, self.history = config, encoder, history
         dataset = load_dataset(config.eval_data or "", split="test")

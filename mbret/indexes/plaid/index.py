@@ -118,6 +118,11 @@ class PlaidIndex(StableDocIds, Stored):
         )
 
     @property
+    def is_trained(self) -> bool:
+        """Whether the codec is fitted (`train`, or the first search or save of what `add` held)."""
+        return self.codec is not None
+
+    @property
     def num_chunks(self) -> int:
         """Chunks of documents, each stored in its own files (unsaved additions become one on save)."""
         return len(self._chunks) + (1 if self._pending or self._untrained else 0)

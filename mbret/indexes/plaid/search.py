@@ -121,7 +121,7 @@ def positions(num_docs: int, device: torch.device) -> torch.Tensor:
     """This thread's map from document number to 1 + its position among a query's candidates (0 for the
     others): int32, one per document, made once per thread and reset after each query in O(candidates), so
     stage 2 finds a pair's candidate with one gather. A binary search over the candidates instead (no map
-    at all) made stage 2 2.5x slower on SciFact (docs/benchmarks.md); the map costs 4 bytes per document
+    at all) made stage 2 1.9x slower on SciFact (docs/benchmarks.md); the map costs 4 bytes per document
     per search thread, allocated when the thread first searches a larger index, not per query."""
     buffer = getattr(_scratch, "positions", None)
     if buffer is None or len(buffer) < num_docs or buffer.device != device:
