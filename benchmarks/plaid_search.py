@@ -81,12 +81,17 @@ def build_plaid_from_npy(embeddings_dir: str, fraction: float, nbits: int, out: 
     from mbret.indexes import Manifest, read_manifest
 
     manifest = read_manifest(embeddings_dir)
-    doc_ids = json.loads((Path(embeddings_dir) / manifest.files["doc_ids"]).read_text())["doc_ids"]
+    exact, _ = ExactMaxSimIndex.load(embeddings_dir)  # ids and token counts; rows are read below
+    doc_ids = list(exact.doc_ids)
+    doclens = exact._flat()[1].numpy()
     tokens_file = Path(embeddings_dir) / manifest.files["embeddings"]
-    with open(tokens_file, "rb") as fh:  # read rows with plain reads: a memory map's touched pages would
-        np.lib.format.read_magic(fh)  # count in this process's RSS and hide what the build itself holds
-        shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
-        data_offset = fh.tell()
+    if tokens_file.suffix == ".npy":  # the older layout
+        with open(tokens_file, "rb") as fh:  # read rows with plain reads: a memory map's touched pages would
+            np.lib.format.read_magic(fh)  # count in this process's RSS and hide what the build itself holds
+            shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+            data_offset = fh.tell()
+    else:  # raw float16 rows
+        shape, dtype, data_offset = (int(doclens.sum()), manifest.dimension), np.float16, 0
     row_bytes = shape[1] * np.dtype(dtype).itemsize
 
     def read_rows(first: int, last: int) -> np.ndarray:
@@ -95,7 +100,6 @@ def build_plaid_from_npy(embeddings_dir: str, fraction: float, nbits: int, out: 
         )
         return rows.reshape(last - first, shape[1])
 
-    doclens = np.load(Path(embeddings_dir) / manifest.files["doclens"])
     n_docs = max(1, int(len(doclens) * fraction))
     offsets = np.concatenate([[0], np.cumsum(doclens)])
     start = time.perf_counter()

@@ -391,7 +391,7 @@ def test_exact_corrupted_chunk_is_a_clear_error(tmp_path: Path) -> None:
         load_index(tmp_path / "idx")
     emb.write_bytes(data)
     lens = tmp_path / "idx" / manifest["files"]["doclens"]
-    np.save(lens, np.array([1, 1]))
+    lens.write_bytes(np.array([1, 1], dtype=np.int64).tobytes())
     with pytest.raises(IndexFormatError, match="files do not match"):
         load_index(tmp_path / "idx")
 

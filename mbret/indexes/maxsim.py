@@ -1,13 +1,21 @@
 """Exact MaxSim over every document token: ColBERT's ground truth, and the search for small corpora.
 
-Token vectors are stored as float16 `.npy` (loaded memory-mapped) with per-document token counts. Search
-pads a chunk of documents into one tensor and scores a block of queries against it with one matmul, so
-the cost is the GEMM, not Python; peak memory is bounded by `chunk_tokens`, not by the corpus.
+Search pads a chunk of documents into one tensor and scores a block of queries against it with one
+matmul, so the cost is the GEMM, not Python; peak memory is bounded by `chunk_tokens`, not by the corpus.
+
+Files are appendable, so a write costs what it changes: `embeddings.f16` (raw float16 rows, memory-mapped
+on load), `doclens.i64` (token counts) and `doc_ids.jsonl` (one JSON string per line, null for a document
+deleted before it was first saved) only grow; the manifest records how much of each belongs to its
+generation (`stored_tokens`, `stored_docs`, `doc_ids_bytes`), and a save first cuts off whatever a killed
+save left past that, then appends. Deletions are a tombstone file per generation (`deleted-GGGGGG.npy`).
+A compaction rewrites the directory (atomically). Older indexes (one `.npy` per generation) still load;
+their next save rewrites them in this layout. numpy's `.npy` has no append, hence raw files.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -104,6 +112,8 @@ class ExactMaxSimIndex(StableDocIds, Stored):
         self._init_ids()
         self._chunks: list[np.ndarray] = []  # float16 (tokens, dim) arrays, appended per add
         self._lengths: list[np.ndarray] = []  # int64 token counts per document, per chunk
+        self._saved = (0, 0, 0, 0)  # chunks, documents, tokens, doc id bytes in the directory at `_path`
+        self._rewrite_all = False  # set by compact and by loading an older layout
         self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
         self._resident: torch.Tensor | None = None  # the token vectors in the device's memory
         self._norm: float | None = None  # the largest token vector norm (see _max_norm)
@@ -188,6 +198,7 @@ class ExactMaxSimIndex(StableDocIds, Stored):
         self._lengths = [lengths.numpy()[live]]
         self._init_ids([d for d in self.doc_ids if d is not None])
         self._invalidate()
+        self._rewrite_all = True
         return before - len(self._chunks[0])
 
     def _invalidate(self) -> None:
@@ -379,26 +390,42 @@ class ExactMaxSimIndex(StableDocIds, Stored):
             self._save(path, manifest, replace)
 
     def _save(self, path: str | Path, manifest: Manifest, replace: bool) -> None:
+        path = Path(path)
+        replace = replace or self._rewrite_all
+        same_dir = self._path is not None and self._path.absolute() == path.absolute()
+        fresh = replace or not same_dir or not (path / "manifest.json").is_file()
+        chunks, docs, tokens, id_bytes = (0, 0, 0, 0) if fresh else self._saved
+        new_tokens = [np.ascontiguousarray(c) for c in self._chunks[chunks:]]
+        new_lengths = [np.asarray(c, dtype=np.int64) for c in self._lengths[chunks:]]
+        lines = "".join(json.dumps(d) + "\n" for d in self.doc_ids[docs:]).encode("utf-8")
+        total_tokens = tokens + sum(len(c) for c in new_tokens)
+        deleted = np.array([i for i, d in enumerate(self.doc_ids) if d is None], dtype=np.int64)
         manifest.kind, manifest.index_type = "maxsim", "exact"
-        manifest.dimension, manifest.num_docs, manifest.index_params = self.dimension, len(self), {}
-        tokens, lengths = self._flat()
+        manifest.dimension, manifest.num_docs = self.dimension, len(self)
+        manifest.index_params = {
+            "stored_docs": len(self.doc_ids),
+            "stored_tokens": total_tokens,
+            "doc_ids_bytes": id_bytes + len(lines),
+        }
+        row_bytes = self.dimension * 2
 
         def write_files(directory: Path, gen: int) -> dict[str, str]:
-            names = {
-                "embeddings": f"embeddings-{gen:06d}.npy",
-                "doclens": f"doclens-{gen:06d}.npy",
-                "doc_ids": f"doc_ids-{gen:06d}.json",
-            }
-            with atomic_file(directory / names["embeddings"], "wb") as fh:
-                np.save(fh, tokens.numpy(), allow_pickle=False)
-            with atomic_file(directory / names["doclens"], "wb") as fh:
-                np.save(fh, lengths.numpy(), allow_pickle=False)
-            with atomic_file(directory / names["doc_ids"]) as fh:
-                json.dump({"doc_ids": self.doc_ids}, fh)
+            names = dict(EXACT_FILES)
+            for role, parts, keep in (
+                ("embeddings", new_tokens, tokens * row_bytes),
+                ("doclens", new_lengths, docs * 8),
+                ("doc_ids", [lines], id_bytes),
+            ):
+                _append(directory / names[role], keep, parts)
+            if len(deleted):
+                names["deleted"] = f"deleted-{gen:06d}.npy"
+                with atomic_file(directory / names["deleted"], "wb") as fh:
+                    np.save(fh, deleted, allow_pickle=False)
             return names
 
         self._origin = save_generation(path, manifest, write_files, replace=replace, origin=self._origin)
-        self._path = Path(path)
+        self._path, self._rewrite_all = path, False
+        self._saved = (len(self._chunks), len(self.doc_ids), total_tokens, id_bytes + len(lines))
 
     def refresh(self) -> bool:
         """Pick up the generation another process committed to this index's directory since it was loaded
@@ -420,15 +447,11 @@ class ExactMaxSimIndex(StableDocIds, Stored):
         if manifest.kind != "maxsim":
             raise IndexFormatError(f"{path}: a {manifest.kind} index, not an exact MaxSim one")
         files = {role: path / name for role, name in manifest.files.items()}
-        try:
-            tokens = np.load(files["embeddings"], mmap_mode="r" if mmap else None, allow_pickle=False)
-            lengths = np.load(files["doclens"], allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
-            raise IndexFormatError(f"{path}: truncated or corrupt array file ({exc})") from None
-        try:
-            doc_ids = json.loads(files["doc_ids"].read_text(encoding="utf-8"))["doc_ids"]
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
-            raise IndexFormatError(f"{files['doc_ids']}: truncated or corrupt doc id file") from None
+        legacy = files["embeddings"].suffix == ".npy"
+        if legacy:  # one .npy per generation, from before the files were appendable
+            tokens, lengths, doc_ids = _read_legacy(files, mmap)
+        else:
+            tokens, lengths, doc_ids = _read_appendable(files, manifest, mmap)
         if tokens.ndim != 2 or tokens.shape[1] != manifest.dimension:
             raise IndexFormatError(f"{files['embeddings']}: shape {tokens.shape}, manifest says {manifest.dimension}-d")
         if len(lengths) != len(doc_ids) or int(lengths.sum()) != len(tokens):
@@ -436,6 +459,13 @@ class ExactMaxSimIndex(StableDocIds, Stored):
                 f"{path}: {len(doc_ids)} doc ids, {len(lengths)} token counts summing to "
                 f"{int(lengths.sum())}, {len(tokens)} token vectors: files do not match"
             )
+        if "deleted" in files:
+            try:
+                deleted = np.load(files["deleted"], allow_pickle=False)
+            except (ValueError, OSError, EOFError) as exc:
+                raise IndexFormatError(f"{files['deleted']}: truncated or corrupt array file ({exc})") from None
+            for i in deleted.tolist():
+                doc_ids[i] = None
         self = cls(manifest.dimension)
         self._init_ids(doc_ids)
         self._chunks, self._lengths = [tokens], [lengths]
@@ -443,4 +473,68 @@ class ExactMaxSimIndex(StableDocIds, Stored):
             warnings.simplefilter("ignore", UserWarning)
             self._cache = (torch.from_numpy(tokens), torch.from_numpy(lengths))
         self._origin, self._path = origin_of(manifest, path), path
+        if legacy:
+            self._rewrite_all = True
+        else:
+            self._saved = (1, len(doc_ids), len(tokens), int(manifest.index_params["doc_ids_bytes"]))
         return self, manifest
+
+
+EXACT_FILES = {"embeddings": "embeddings.f16", "doclens": "doclens.i64", "doc_ids": "doc_ids.jsonl"}
+
+
+def _append(file: Path, keep: int, parts: Sequence[np.ndarray | bytes]) -> None:
+    """Cut `file` to its first `keep` bytes (what the committed generation holds) and append `parts`, then
+    fsync; a new file when `keep` is 0."""
+    with open(file, "r+b" if keep and file.exists() else "wb") as fh:
+        fh.truncate(keep)
+        fh.seek(keep)
+        for part in parts:
+            fh.write(part if isinstance(part, bytes) else memoryview(np.ascontiguousarray(part)).cast("B"))
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _read_appendable(
+    files: dict[str, Path], manifest: Manifest, mmap: bool
+) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
+    p = manifest.index_params
+    try:
+        num_docs, num_tokens, id_bytes = int(p["stored_docs"]), int(p["stored_tokens"]), int(p["doc_ids_bytes"])
+    except (KeyError, TypeError, ValueError):
+        raise IndexFormatError(f"{files['embeddings'].parent}: manifest lacks the stored counts") from None
+    dim = manifest.dimension
+    for role, need in (("embeddings", num_tokens * dim * 2), ("doclens", num_docs * 8), ("doc_ids", id_bytes)):
+        if files[role].stat().st_size < need:
+            raise IndexFormatError(
+                f"{files[role]}: truncated or corrupt ({files[role].stat().st_size} of {need} bytes)"
+            )
+    if not num_tokens:
+        tokens = np.zeros((0, dim), np.float16)
+    elif mmap:
+        tokens = np.memmap(files["embeddings"], dtype=np.float16, mode="r", shape=(num_tokens, dim))
+    else:
+        tokens = np.fromfile(files["embeddings"], dtype=np.float16, count=num_tokens * dim).reshape(num_tokens, dim)
+    lengths = np.fromfile(files["doclens"], dtype=np.int64, count=num_docs)
+    with open(files["doc_ids"], "rb") as fh:
+        raw = fh.read(id_bytes)
+    try:
+        doc_ids = [json.loads(line) for line in raw.decode("utf-8").splitlines()]
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise IndexFormatError(f"{files['doc_ids']}: truncated or corrupt doc id file") from None
+    if len(doc_ids) != num_docs or not all(d is None or isinstance(d, str) for d in doc_ids):
+        raise IndexFormatError(f"{files['doc_ids']}: truncated or corrupt doc id file")
+    return tokens, lengths, doc_ids
+
+
+def _read_legacy(files: dict[str, Path], mmap: bool) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
+    try:
+        tokens = np.load(files["embeddings"], mmap_mode="r" if mmap else None, allow_pickle=False)
+        lengths = np.load(files["doclens"], allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise IndexFormatError(f"{files['embeddings'].parent}: truncated or corrupt array file ({exc})") from None
+    try:
+        doc_ids = json.loads(files["doc_ids"].read_text(encoding="utf-8"))["doc_ids"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+        raise IndexFormatError(f"{files['doc_ids']}: truncated or corrupt doc id file") from None
+    return tokens, lengths, doc_ids
