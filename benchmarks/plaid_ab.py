@@ -58,23 +58,15 @@ def measure(args: argparse.Namespace) -> dict:
 
 def encode(args: argparse.Namespace) -> None:
     import torch
+    from plaid_scale import encoder_of
 
     from mbret.data.datasets import load_dataset
     from mbret.data.query_sets import short_queries
-    from mbret.indexes import read_manifest
-    from mbret.retrieval.colbert import ColBERTEncoder
 
     cache = Path(args.work) / "ab-queries.pt"
     if cache.exists():
         return
-    manifest = read_manifest(args.exact)
-    encoder = ColBERTEncoder.load(
-        manifest.model,
-        device="cpu",
-        query_length=manifest.query_length,
-        document_length=manifest.document_length,
-        query_expansion=manifest.query_expansion,
-    )
+    encoder = encoder_of(args.exact)
     dataset = load_dataset(args.data)
     sets = {"full": dataset, "short": short_queries(dataset)}
     cache.parent.mkdir(parents=True, exist_ok=True)

@@ -176,22 +176,28 @@ def exact_top10(args: argparse.Namespace, scale: int) -> list[list[str]]:
     return [[d for _, d in row] for row in best]
 
 
-def encode_queries(args: argparse.Namespace) -> None:
-    from mbret.data.datasets import load_dataset
+def encoder_of(exact_dir: str):  # noqa: ANN201
+    """The ColBERT encoder an exact index was built with, as its manifest names it, on the CPU."""
     from mbret.indexes import read_manifest
     from mbret.retrieval.colbert import ColBERTEncoder
 
-    path = Path(args.work) / "queries.pt"
-    if path.exists():
-        return
-    manifest = read_manifest(args.exact)
-    encoder = ColBERTEncoder.load(
+    manifest = read_manifest(exact_dir)
+    return ColBERTEncoder.load(
         manifest.model,
         device="cpu",
         query_length=manifest.query_length,
         document_length=manifest.document_length,
         query_expansion=manifest.query_expansion,
     )
+
+
+def encode_queries(args: argparse.Namespace) -> None:
+    from mbret.data.datasets import load_dataset
+
+    path = Path(args.work) / "queries.pt"
+    if path.exists():
+        return
+    encoder = encoder_of(args.exact)
     dataset = load_dataset(args.data)
     vectors = encoder.encode_queries([dataset.queries[q] for q in dataset.queries])
     torch.save([v.float().contiguous() for v in vectors], path)

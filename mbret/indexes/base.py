@@ -137,15 +137,32 @@ class Stored:
         """The stored generation this object holds (None until it is loaded or saved)."""
         return self._origin.generation if self._origin else None
 
-    def _newer(self, **load_options: Any) -> Any | None:
-        """The index as its directory holds it now, loaded afresh, if another writer committed since this
-        object's generation; None if not."""
+    # attributes an object keeps across `refresh`: its locks (searches may hold them) and its device
+    _keep_on_refresh: tuple[str, ...] = ()
+
+    def _exclusive(self) -> contextlib.AbstractContextManager[Any]:
+        """The lock that keeps searches out while the object's state is swapped (`refresh`)."""
+        return self._rw.write()  # type: ignore[attr-defined]
+
+    def _reload_options(self) -> dict[str, Any]:
+        """Keyword arguments `refresh` passes to `load`."""
+        return {}
+
+    def refresh(self) -> bool:
+        """Pick up the generation another process committed to this index's directory since it was loaded
+        or saved (True if there was one). Changes made here and not saved are dropped; searches running
+        meanwhile finish on what they read before."""
         if self._path is None:
             raise MbretError("refresh(): this index was never loaded or saved, so it has no directory")
         manifest = read_manifest(self._path)
         if origin_of(manifest, self._path) == self._origin:
-            return None
-        return type(self).load(self._path, **load_options)[0]  # type: ignore[attr-defined]
+            return False
+        fresh = type(self).load(self._path, **self._reload_options())[0]  # type: ignore[attr-defined]
+        with self._exclusive():
+            kept = {name: getattr(self, name) for name in self._keep_on_refresh}
+            self.__dict__.update(fresh.__dict__)
+            self.__dict__.update(kept)
+        return True
 
 
 class ReadWriteLock:

@@ -64,6 +64,8 @@ class FaissIndex(StableDocIds, Stored):
         self.index: Any = None
         self._rw = ReadWriteLock()
 
+    _keep_on_refresh = ("_rw",)
+
     # -- building ------------------------------------------------------------------------------------
     is_trained = True  # IVF-PQ trains on its first add; nothing to sample beforehand
 
@@ -172,18 +174,6 @@ class FaissIndex(StableDocIds, Stored):
 
             self._origin = save_generation(path, manifest, write_files, replace=replace, origin=self._origin)
             self._path = Path(path)
-
-    def refresh(self) -> bool:
-        """Pick up the generation another process committed to this index's directory since it was loaded
-        or saved (True if there was one); changes made here and not saved are dropped."""
-        fresh = self._newer()
-        if fresh is None:
-            return False
-        with self._rw.write():
-            rw = self._rw
-            self.__dict__.update(fresh.__dict__)
-            self._rw = rw
-        return True
 
     @classmethod
     def load(cls, path: str | Path) -> tuple[FaissIndex, Manifest]:

@@ -151,6 +151,7 @@ class ExactMaxSimIndex(StableDocIds, Stored):
         return self._resident
 
     is_trained = True  # nothing to fit: every vector is kept as it is
+    _keep_on_refresh = ("_rw", "device")
 
     @property
     def num_tokens(self) -> int:
@@ -426,18 +427,6 @@ class ExactMaxSimIndex(StableDocIds, Stored):
         self._origin = save_generation(path, manifest, write_files, replace=replace, origin=self._origin)
         self._path, self._rewrite_all = path, False
         self._saved = (len(self._chunks), len(self.doc_ids), total_tokens, id_bytes + len(lines))
-
-    def refresh(self) -> bool:
-        """Pick up the generation another process committed to this index's directory since it was loaded
-        or saved (True if there was one); changes made here and not saved are dropped."""
-        fresh = self._newer()
-        if fresh is None:
-            return False
-        with self._rw.write():
-            rw, device = self._rw, self.device
-            self.__dict__.update(fresh.__dict__)
-            self._rw, self.device, self._resident = rw, device, None
-        return True
 
     @classmethod
     def load(cls, path: str | Path, mmap: bool = True) -> tuple[ExactMaxSimIndex, Manifest]:

@@ -27,7 +27,13 @@ from mbret.hardware import map_on_cores
 from mbret.indexes.base import Manifest, StableDocIds, Stored, origin_of, read_manifest, save_generation
 from mbret.indexes.kernels import token_groups
 from mbret.indexes.plaid import storage
-from mbret.indexes.plaid.codec import NBITS, TRAIN_PER_CENTROID, ResidualCodec, default_num_centroids
+from mbret.indexes.plaid.codec import (
+    NBITS,
+    TRAIN_PER_CENTROID,
+    ResidualCodec,
+    default_num_centroids,
+    sample_rows,
+)
 from mbret.indexes.plaid.ivf import (
     Chunk,
     ChunkTensors,
@@ -148,8 +154,6 @@ class PlaidIndex(StableDocIds, Stored):
         """Fit centroids and residual buckets on a sample of token vectors from a corpus of `num_tokens`
         (k-means on `TRAIN_PER_CENTROID` of them per centroid, drawn at random with the index's seed).
         Centroids are sized for `num_tokens`: pass the corpus's token count when the sample is a part."""
-        from mbret.indexes.plaid.codec import sample_rows
-
         with self._lock:
             if self._chunks or self._pending:
                 raise MbretError("this index is trained and holds documents; use recluster() to retrain it")
@@ -392,7 +396,7 @@ class PlaidIndex(StableDocIds, Stored):
         row_bytes = self.dimension * self.nbits // 8
         self.codec = storage.read_codec(files, self.nbits, float(p.get("avg_residual", 0.0)))
         if "doc_ids" in files:  # written before chunks stored their lists
-            self._chunks, doc_ids, _ = storage.read_legacy_chunks(files, self.codec, row_bytes, mmap)
+            self._chunks, doc_ids = storage.read_legacy_chunks(files, self.codec, row_bytes, mmap)
             self._rewrite_all = True
         else:
             self._chunks, doc_ids = storage.read_chunks(files, self.codec, row_bytes, mmap)
@@ -403,16 +407,11 @@ class PlaidIndex(StableDocIds, Stored):
         self._origin, self._path = origin_of(manifest, path), path
         return self, manifest
 
-    def refresh(self) -> bool:
-        """Pick up the generation another process committed to this index's directory since it was loaded
-        or saved (True if there was one). Changes made here and not saved are dropped with the old state;
-        searches running meanwhile finish on the snapshot they took."""
-        fresh = self._newer(mmap=not self.resident)
-        if fresh is None:
-            return False
-        with self._lock:
-            device, lock = self.device, self._lock
-            self.__dict__.update(fresh.__dict__)
-            self.device, self._lock = device, lock
-            self._state, self._views = None, {}
-        return True
+    # -- refresh (`Stored.refresh`): swap in the state under the writers' lock; searches keep their snapshot
+    _keep_on_refresh = ("_lock", "device")
+
+    def _exclusive(self) -> threading.RLock:
+        return self._lock
+
+    def _reload_options(self) -> dict[str, Any]:
+        return {"mmap": not self.resident}

@@ -121,8 +121,9 @@ def read_chunks(
 
 def read_legacy_chunks(
     files: dict[str, Path], codec: ResidualCodec, row_bytes: int, mmap: bool
-) -> tuple[list[Chunk], list[str | None], float]:
-    """An index from before chunks stored their lists: the lists and norms are computed here."""
+) -> tuple[list[Chunk], list[str | None]]:
+    """An index from before chunks stored their lists: the lists and norms are computed here (and the
+    codec's `avg_residual`, which that layout kept beside the ids, is set)."""
     meta = _read_json(files["doc_ids"])
     try:
         doc_ids, avg_residual = meta["doc_ids"], float(meta["avg_residual"])  # type: ignore[index]
@@ -142,4 +143,4 @@ def read_legacy_chunks(
         if residuals.ndim != 2 or residuals.shape[1] != row_bytes:
             raise IndexFormatError(f"{files[f'residuals_{c}']}: shape {residuals.shape}, not (n, {row_bytes})")
         chunks.append(make_chunk(codes, residuals, doclens, codec))
-    return chunks, doc_ids, avg_residual
+    return chunks, doc_ids
