@@ -79,6 +79,26 @@ DocLenOpt = Annotated[
     typer.Option("--document-length", help="colbert: max document tokens (default 300; --suite: the registry's)."),
 ]
 BatchOpt = Annotated[int, typer.Option("--batch-size", help="Texts per forward pass.")]
+WhereOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--where",
+        help="Search only documents whose metadata satisfies this SQLite condition over metadata fields, with ? "
+        "for values: comparisons, IN, LIKE, BETWEEN, IS NULL, AND/OR/NOT, parentheses. "
+        'E.g. --where "year >= ? AND venue = ?" --param 2020 --param ACL',
+    ),
+]
+ParamOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--param",
+        help='A value for the next ? of --where (repeat per ?): a JSON number, true/false/null or "string"; '
+        "any other text is a string.",
+    ),
+]
+IdsOpt = Annotated[
+    Path | None, typer.Option("--ids", help="Search only these documents: a file of doc ids, one per line.")
+]
 MaxLenOpt = Annotated[
     int | None, typer.Option("--max-length", help="Max tokens per text (up to 8192); default: the model's own.")
 ]
@@ -179,8 +199,18 @@ def index(
         ),
     ] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing index at --out.")] = False,
+    store_text: Annotated[
+        bool,
+        typer.Option(
+            "--store-text/--no-store-text",
+            help="Keep each document's title and text in the index's document store (for --show-text); "
+            "--no-store-text keeps only ids and metadata, for corpora too large to copy. --add keeps the "
+            "index's choice.",
+        ),
+    ] = True,
 ) -> None:
-    """Encode a corpus and write a searchable index directory.
+    """Encode a corpus and write a searchable index directory, with its documents' text and metadata
+    (a corpus row's "metadata" object: strings, numbers, booleans, null) in a document store.
 
     Example: mbret index examples/scifact-mini/corpus.jsonl --model minilm --out runs/scifact-mini
     """
@@ -241,6 +271,7 @@ def index(
             index_type, index_param, nbits, n_ivf_probe, centroid_score_threshold, n_candidates, n_full_scores
         ),
         batch_size=batch_size,
+        store_text=store_text,
     )
     retriever.save(out, replace=overwrite)
     t = retriever.timings
@@ -262,28 +293,66 @@ def search(
     n_full_scores: FullScoresOpt = None,
     query_expansion: QueryExpansionOpt = None,
     query_length: QueryLenOpt = None,
+    where: WhereOpt = None,
+    param: ParamOpt = None,
+    ids: IdsOpt = None,
+    show_text: Annotated[
+        bool, typer.Option("--show-text", help="Print each hit's title, text (see --snippet) and metadata.")
+    ] = False,
+    snippet: Annotated[
+        int, typer.Option("--snippet", help="Characters of text shown per hit with --show-text or --json (0: all).")
+    ] = 200,
     device: DeviceOpt = None,
     dtype: DtypeOpt = "auto",
 ) -> None:
-    """Search an index with the model it was built with.
+    """Search an index with the model it was built with, optionally among the documents a metadata
+    condition (--where) or an id list (--ids) selects.
 
-    Example: mbret search runs/scifact-mini "vitamin D and bone density" -k 5
+    Examples: mbret search runs/scifact-mini "vitamin D and bone density" -k 5 --show-text;
+    mbret search idx "parsing" --where "year >= ? AND venue IN (?, ?)" --param 2020 --param ACL --param EMNLP
     """
+    from mbret.indexes.filters import parse_param
     from mbret.retrieval import Retriever
 
+    if snippet < 0:
+        raise MbretError(f"--snippet {snippet}: must be 0 (all) or a positive number of characters")
+    params = [parse_param(p) for p in param or []]
+    if params and where is None:
+        raise MbretError("--param gives values for the ? of --where; add --where")
+    chosen = _read_ids(ids) if ids is not None else None
     retriever = Retriever.load(
         index_dir, device=device, dtype=dtype, query_expansion=query_expansion, query_length=query_length
     )
     retriever.configure_search(PlaidSearchParams(n_ivf_probe, centroid_score_threshold, n_candidates, n_full_scores))
+    if chosen is not None:
+        unknown = sum(1 for d in chosen if d not in retriever.index)
+        if unknown:
+            typer.echo(f"note: {unknown} of {len(chosen)} ids in {ids} are not in the index", err=True)
     note = retriever.cut_queries_note(queries)
     if note:
         typer.echo(f"note: {note}", err=True)
-    results = retriever.search(queries, k=k)
+    results = retriever.search(
+        queries, k=k, where=where, params=params, ids=chosen, return_documents=show_text or as_json
+    )
+
+    def cut(text: str | None) -> str | None:
+        return text if text is None or not snippet or len(text) <= snippet else text[:snippet].rstrip() + "…"
+
     if as_json:
         payload = [
             {
                 "query": q,
-                "hits": [{"rank": r, "doc_id": h.doc_id, "score": round(h.score, 6)} for r, h in enumerate(hits, 1)],
+                "hits": [
+                    {
+                        "rank": r,
+                        "doc_id": h.doc_id,
+                        "score": round(h.score, 6),
+                        "title": h.title,
+                        "text": cut(h.text),
+                        "metadata": h.metadata,
+                    }
+                    for r, h in enumerate(hits, 1)
+                ],
             }
             for q, hits in zip(queries, results)
         ]
@@ -293,6 +362,41 @@ def search(
         typer.echo(f"query: {query}")
         for rank, hit in enumerate(hits, 1):
             typer.echo(f"  {rank:>3}  {hit.score:8.4f}  {hit.doc_id}")
+            if show_text:
+                if hit.title:
+                    typer.echo(f"       {hit.title}")
+                if hit.text:
+                    typer.echo(f"       {cut(hit.text)}")
+                if hit.metadata:
+                    typer.echo(f"       {json.dumps(hit.metadata, ensure_ascii=False, sort_keys=True)}")
+
+
+def _read_ids(path: Path) -> list[str]:
+    """--ids FILE: one doc id per line (blank lines skipped); an empty file is an error."""
+    from mbret.data.datasets import iter_lines
+
+    if not path.is_file():
+        raise MbretError(f"--ids {path}: file not found")
+    chosen = [line.strip() for _, line in iter_lines(path) if line.strip()]
+    if not chosen:
+        raise MbretError(f"--ids {path}: no doc ids in the file (one per line)")
+    return chosen
+
+
+@app.command()
+def info(
+    index_dir: Annotated[Path, typer.Argument(metavar="DIR", help="Index directory.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """Describe an index: manifest, live and deleted documents, token vectors, bytes on disk by part,
+    metadata fields with their types and counts, and the generation.
+
+    Example: mbret info runs/scifact-mini --json
+    """
+    from mbret.indexes.info import format_info, index_info
+
+    facts = index_info(index_dir)
+    typer.echo(json.dumps(facts, ensure_ascii=False, indent=2) if as_json else format_info(facts))
 
 
 @app.command()
@@ -384,11 +488,15 @@ def eval_command(
     centroid_score_threshold: ThresholdOpt = None,
     n_candidates: CandidatesOpt = None,
     n_full_scores: FullScoresOpt = None,
+    where: WhereOpt = None,
+    param: ParamOpt = None,
+    ids: IdsOpt = None,
     batch_size: BatchOpt = 64,
     device: DeviceOpt = None,
     dtype: DtypeOpt = "auto",
 ) -> None:
-    """Score a model on a dataset (NDCG@10, Recall@100, MRR@10 by default) and print a table.
+    """Score a model on a dataset (NDCG@10, Recall@100, MRR@10 by default) and print a table; --where and
+    --ids restrict the run to the documents they select (the qrels stay whole).
 
     Example: mbret eval ../shared/data/beir/scifact --model minilm --output runs/scifact-minilm
 
@@ -407,7 +515,15 @@ def eval_command(
     for name in metric_names:
         parse_metric(name)
     search_params = PlaidSearchParams(n_ivf_probe, centroid_score_threshold, n_candidates, n_full_scores)
+    from mbret.indexes.filters import parse_param
+
+    params = [parse_param(p) for p in param or []]
+    if params and where is None:
+        raise MbretError("--param gives values for the ? of --where; add --where")
+    chosen = _read_ids(ids) if ids is not None else None
     if suite is not None:
+        if where is not None or chosen is not None:
+            raise MbretError("--where and --ids apply to one dataset, not a --suite")
         if data is not None or index_dir is not None:
             raise MbretError("--suite takes no DATA and no --index: it builds an index per dataset")
         if model is None:
@@ -475,6 +591,9 @@ def eval_command(
         max_length=max_length,
         device=device,
         dtype=dtype,
+        where=where,
+        params=params,
+        ids=chosen,
     )
     if output is not None:
         result.save(output)

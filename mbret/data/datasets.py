@@ -14,7 +14,7 @@ from typing import Any
 
 from mbret.errors import InputError, MbretError
 
-Corpus = dict[str, dict[str, str]]  # doc id -> {"title": ..., "text": ...}, in file order
+Corpus = dict[str, dict[str, Any]]  # doc id -> {"title": ..., "text": ..., "metadata"?: {...}}, in file order
 Queries = dict[str, str]
 Qrels = dict[str, dict[str, int]]  # query id -> doc id -> relevance
 
@@ -30,9 +30,25 @@ class Dataset:
     split: str | None = None
 
 
-def doc_text(doc: dict[str, str]) -> str:
+def doc_text(doc: dict[str, Any]) -> str:
     """Join title and text as BEIR does (`title + " " + text`, stripped)."""
     return (doc.get("title", "") + " " + doc.get("text", "")).strip()
+
+
+def metadata_error(metadata: object) -> str | None:
+    """Why `metadata` cannot be a document's metadata (None if it can): a JSON object of flat values,
+    strings, numbers, booleans or null, so every field can be filtered on with one SQL comparison."""
+    if not isinstance(metadata, dict):
+        return f'"metadata" must be a JSON object, got {type(metadata).__name__}'
+    for key, value in metadata.items():
+        if not isinstance(key, str) or not key:
+            return f'"metadata" field names must be non-empty strings, got {key!r}'
+        if value is not None and not isinstance(value, (str, int, float, bool)):
+            return (
+                f'"metadata" field {key!r} holds a {type(value).__name__}; values must be strings, numbers, '
+                "booleans or null (nested values cannot be filtered on)"
+            )
+    return None
 
 
 def iter_lines(path: Path) -> Iterator[tuple[int, str]]:
@@ -92,8 +108,11 @@ def _iter_records(path: Path, kind: str) -> Iterator[tuple[int, str, dict[str, A
         yield lineno, record_id, obj
 
 
-def load_corpus_jsonl(path: str | Path) -> Corpus:
-    """Read a BEIR corpus file: one `{"_id", "title"?, "text"}` object per line, ids unique."""
+def load_corpus_jsonl(path: str | Path, strict_metadata: bool = True) -> Corpus:
+    """Read a BEIR corpus file: one `{"_id", "title"?, "text", "metadata"?}` object per line, ids unique.
+    `metadata` is a flat object (`metadata_error`); a nested one is refused with its line, or with
+    `strict_metadata=False` (a BEIR dataset read for evaluation, whose metadata is informational: CQADupStack
+    lists tags) loses its nested fields."""
     path = Path(path)
     corpus: Corpus = {}
     for lineno, doc_id, obj in _iter_records(path, "doc"):
@@ -103,6 +122,14 @@ def load_corpus_jsonl(path: str | Path) -> Corpus:
             "title": _text_field(path, lineno, obj, "title"),
             "text": _text_field(path, lineno, obj, "text"),
         }
+        metadata = obj.get("metadata")
+        if metadata:
+            if not strict_metadata and isinstance(metadata, dict):
+                metadata = {k: v for k, v in metadata.items() if metadata_error({k: v}) is None}
+            problem = metadata_error(metadata)
+            if problem:
+                raise InputError(path, lineno, problem)
+            corpus[doc_id]["metadata"] = metadata
     if not corpus:
         raise InputError(path, None, "corpus is empty")
     return corpus
@@ -150,7 +177,7 @@ def load_qrels_tsv(path: str | Path, corpus: Corpus | None = None, queries: Quer
 def load_beir_dir(path: str | Path, split: str = "test") -> Dataset:
     """Load a BEIR directory (corpus.jsonl, queries.jsonl, qrels/<split>.tsv) for one split."""
     path = Path(path)
-    corpus = load_corpus_jsonl(path / "corpus.jsonl")
+    corpus = load_corpus_jsonl(path / "corpus.jsonl", strict_metadata=False)
     queries = load_queries_jsonl(path / "queries.jsonl")
     qrels_path = path / "qrels" / f"{split}.tsv"
     if not qrels_path.is_file():

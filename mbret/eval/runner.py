@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,12 +82,19 @@ def evaluate(
     search_params: PlaidSearchParams | None = None,
     manifest: dict[str, Any] | None = None,
     with_manifest: bool = True,
+    where: str | None = None,
+    params: Sequence[Any] = (),
+    ids: Sequence[str] | None = None,
 ) -> EvalResult:
     """Score a retriever (dense or colbert) on `dataset`; builds one from `model` unless `retriever` is given.
 
     The result's settings carry the run manifest (versions, weights hash, ...): `manifest` if given, else
     computed here, unless `with_manifest` is False (evaluations during training, whose weights keep moving
     and whose results are not saved, skip hashing the whole model each time).
+
+    `where`/`params`/`ids` restrict the run to the documents a metadata condition and an id list select
+    (`Retriever.search`); qrels are left as they are, so a judged document outside the filter counts as
+    missed (recorded in the settings as `filter`).
     """
     from mbret.eval.metrics import parse_metric
 
@@ -119,7 +127,10 @@ def evaluate(
     extra = 1 if ignore_identical_ids else 0  # BEIR asks for one more hit when it drops identical ids
     texts = [dataset.queries[q] for q in qids]
     cut = retriever.count_cut_queries(texts)
-    hits = retriever.search(texts, k=depth + extra)
+    if where is not None or ids is not None:
+        hits = retriever.search(texts, k=depth + extra, where=where, params=params, ids=ids)
+    else:
+        hits = retriever.search(texts, k=depth + extra)
     timings["encode_queries_s"] = retriever.timings["encode_queries_s"]
     timings["search_s"] = retriever.timings["search_s"]
     run = {qid: {h.doc_id: h.score for h in row} for qid, row in zip(qids, hits)}
@@ -155,6 +166,11 @@ def evaluate(
             "queries_cut_note": retriever.cut_queries_note(texts, cut),
             "document_length": index_manifest.document_length,
             "device": str(retriever.encoder.device),
+            "filter": (
+                {"where": where, "params": list(params), "ids": len(ids) if ids is not None else None}
+                if where is not None or ids is not None
+                else None
+            ),
             "manifest": manifest
             or (run_manifest(retriever.encoder, seed=getattr(retriever.encoder, "seed", 0)) if with_manifest else None),
         },

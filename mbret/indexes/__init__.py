@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -17,6 +17,7 @@ from mbret.indexes.base import Manifest, check_compatible, read_manifest
 from mbret.indexes.faiss_index import INDEX_TYPES, FaissIndex, default_params
 from mbret.indexes.maxsim import ExactMaxSimIndex
 from mbret.indexes.plaid import PlaidIndex, PlaidSearchParams
+from mbret.indexes.store import Document, DocumentStore
 
 INDEX_TYPES_BY_MODE = {"dense": INDEX_TYPES, "colbert": ("plaid", "exact")}
 
@@ -24,7 +25,9 @@ INDEX_TYPES_BY_MODE = {"dense": INDEX_TYPES, "colbert": ("plaid", "exact")}
 class Index(Protocol):
     """What every mbret index offers. Doc ids are strings, stable across adds and deletes; `is_trained` is
     False only for an index that wants `train(sample, num_tokens=...)` on a sample of its corpus first
-    (`sample_documents(num_docs, tokens_per_doc)` says which documents to draw)."""
+    (`sample_documents(num_docs, tokens_per_doc)` says which documents to draw). Each document's title,
+    text and metadata live in `documents` (SQLite, saved with the vectors at the same generation), and a
+    search may be filtered by metadata (`where`, `params`) and by ids (`ids`)."""
 
     dimension: int
     index_type: str
@@ -35,9 +38,22 @@ class Index(Protocol):
     def is_trained(self) -> bool: ...
     @property
     def generation(self) -> int | None: ...
-    def add(self, doc_ids: Sequence[str], embeddings: Any) -> None: ...
+    @property
+    def documents(self) -> DocumentStore: ...
+    def add(self, doc_ids: Sequence[str], embeddings: Any, documents: Sequence[Any] | None = None) -> None: ...
     def delete(self, doc_ids: Sequence[str]) -> int: ...
-    def search(self, queries: Any, k: int = 10) -> list[list[tuple[str, float]]]: ...
+    def search(
+        self,
+        queries: Any,
+        k: int = 10,
+        where: str | None = None,
+        params: Sequence[Any] = (),
+        ids: Iterable[str] | None = None,
+    ) -> list[list[tuple[str, float]]]: ...
+    def select(
+        self, where: str | None = None, params: Sequence[Any] = (), ids: Iterable[str] | None = None
+    ) -> np.ndarray | None: ...
+    def get_documents(self, doc_ids: Sequence[str]) -> list[Document | None]: ...
     def save(self, path: str | Path, manifest: Manifest, replace: bool = False) -> None: ...
     def refresh(self) -> bool: ...
     def to(self, device: Any) -> Any: ...
@@ -70,6 +86,8 @@ def load_index(path: str | Path) -> tuple[Any, Manifest]:
 
 
 __all__ = [
+    "Document",
+    "DocumentStore",
     "INDEX_CLASSES",
     "INDEX_TYPES",
     "INDEX_TYPES_BY_MODE",

@@ -23,13 +23,16 @@ import json
 import os
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 import mbret
 from mbret.errors import IndexFormatError, MbretError, StaleIndexError
+from mbret.indexes.store import Document, DocumentStore
 from mbret.io import atomic_new_dir, index_lock, restore_interrupted_swap, write_json_atomic
 
 FORMAT_VERSION = 1
@@ -269,10 +272,12 @@ def save_generation(
 
 class StableDocIds:
     """Doc ids of an index: a document's internal id is its position in `doc_ids`, given on add and never
-    reused or renumbered; a deleted document leaves `None` in its place."""
+    reused or renumbered (but by a compaction); a deleted document leaves `None` in its place. Each
+    document's title, text and metadata live in the index's `documents` store, keyed by that position."""
 
     doc_ids: list[str | None]
     _position: dict[str, int]
+    _store: DocumentStore | None = None
 
     def _init_ids(self, doc_ids: list[str | None] | None = None) -> None:
         self.doc_ids = list(doc_ids or [])
@@ -284,6 +289,13 @@ class StableDocIds:
     def __contains__(self, doc_id: object) -> bool:
         return doc_id in self._position
 
+    @property
+    def documents(self) -> DocumentStore:
+        """The documents' titles, texts and metadata (`DocumentStore`), saved with the vectors."""
+        if self._store is None:
+            self._store = DocumentStore()
+        return self._store
+
     def _check_new_ids(self, doc_ids: Sequence[str]) -> None:
         """Refuse ids already live in the index or repeated in `doc_ids`: call before touching any data."""
         seen: set[str] = set()
@@ -292,10 +304,17 @@ class StableDocIds:
                 raise MbretError(f"doc id {doc_id!r} is already in the index (delete it first to replace it)")
             seen.add(doc_id)
 
-    def _append_ids(self, doc_ids: Sequence[str]) -> int:
-        """Register new ids; returns the first internal id given."""
+    def _prepare_documents(self, doc_ids: Sequence[str], documents: Sequence[Any] | None) -> list[tuple[Any, ...]]:
+        """Check what `add` was given besides vectors (before touching any data): the store's rows."""
         self._check_new_ids(doc_ids)
+        return self.documents.rows(doc_ids, documents)
+
+    def _append_ids(self, doc_ids: Sequence[str], rows: list[tuple[Any, ...]] | None = None) -> int:
+        """Register new ids (with their store rows from `_prepare_documents`); returns the first internal id."""
+        if rows is None:
+            rows = self._prepare_documents(doc_ids, None)
         first = len(self.doc_ids)
+        self.documents.add_rows(first, rows)
         for offset, doc_id in enumerate(doc_ids):
             self._position[doc_id] = first + offset
             self.doc_ids.append(doc_id)
@@ -309,4 +328,49 @@ class StableDocIds:
         internal = sorted({self._position.pop(d) for d in set(doc_ids)})
         for i in internal:
             self.doc_ids[i] = None
+        self.documents.delete(internal)
         return internal
+
+    def _compact_ids(self) -> None:
+        """Renumber the live documents 0, 1, ... in order (a compaction dropped the others' vectors)."""
+        live = np.array([d is not None for d in self.doc_ids], dtype=bool)
+        self.documents.renumber(live)
+        self._init_ids([d for d in self.doc_ids if d is not None])
+
+    def positions(self, doc_ids: Iterable[str]) -> np.ndarray:
+        """Ascending internal ids of those of `doc_ids` that are live here (others are skipped)."""
+        found = {self._position[d] for d in doc_ids if d in self._position}
+        return np.array(sorted(found), dtype=np.int64)
+
+    def select(
+        self, where: str | None = None, params: Sequence[Any] = (), ids: Iterable[str] | None = None
+    ) -> np.ndarray | None:
+        """The internal ids a filtered search may return, ascending: the live documents whose metadata
+        satisfies `where` (SQLite syntax, `?` for each of `params`; see `mbret.indexes.filters`) and that
+        are among `ids`; None when neither is given (no filter)."""
+        if where is None and ids is None:
+            if params:
+                raise MbretError("--param given without --where")
+            return None
+        subset = self.documents.select(where, params) if where is not None else None
+        if ids is not None:
+            chosen = self.positions(ids)
+            subset = chosen if subset is None else np.intersect1d(subset, chosen, assume_unique=True)
+        return subset
+
+    def get_documents(self, doc_ids: Sequence[str]) -> list[Document | None]:
+        """The stored documents of `doc_ids` (None for an id not in the index)."""
+        known = [d for d in doc_ids if d in self._position]
+        found = dict(zip(known, self.documents.get([self._position[d] for d in known])))
+        return [found.get(d) for d in doc_ids]
+
+    def _write_documents(self, directory: Path, generation: int) -> dict[str, str]:
+        """Inside `save_generation`'s `write_files`: commit the store at `generation` (see `store.py`)."""
+        return {"documents": self.documents.write(directory, generation, self.doc_ids)}
+
+    def _documents_committed(self, path: str | Path, manifest: Manifest) -> None:
+        """After `save_generation`: the store purges what the new generation deleted."""
+        self.documents.committed(Path(path), manifest.generation)
+
+    def _open_documents(self, path: str | Path, manifest: Manifest) -> None:
+        self._store = DocumentStore.open(Path(path), manifest.files, manifest.generation)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from mbret.indexes.base import (
 from mbret.io import atomic_file
 
 INDEX_TYPES = ("flat", "hnsw", "ivfpq")
+EXACT_SUBSET_DOCS = 2048  # HNSW: a filter matching this few documents scores them exactly instead
 
 
 def default_params(index_type: str, dimension: int, num_docs: int) -> dict[str, Any]:
@@ -85,18 +86,19 @@ class FaissIndex(StableDocIds, Stored):
         quantizer = faiss.IndexFlatIP(d)
         return faiss.IndexIVFPQ(quantizer, d, int(p["nlist"]), int(p["m"]), int(p["nbits"]), faiss.METRIC_INNER_PRODUCT)
 
-    def add(self, doc_ids: Sequence[str], embeddings: np.ndarray) -> None:
-        """Add documents; ids must be new (a live duplicate is an error). IVF-PQ trains on its first add."""
+    def add(self, doc_ids: Sequence[str], embeddings: np.ndarray, documents: Sequence[Any] | None = None) -> None:
+        """Add documents; ids must be new (a live duplicate is an error). IVF-PQ trains on its first add.
+        `documents` (title, text, metadata per doc, as corpus rows) go to the document store."""
         with self._rw.write():
-            self._add(doc_ids, embeddings)
+            self._add(doc_ids, embeddings, documents)
 
-    def _add(self, doc_ids: Sequence[str], embeddings: np.ndarray) -> None:
+    def _add(self, doc_ids: Sequence[str], embeddings: np.ndarray, documents: Sequence[Any] | None = None) -> None:
         embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
         if embeddings.ndim != 2 or embeddings.shape[1] != self.dimension:
             raise MbretError(f"expected embeddings of shape (n, {self.dimension}), got {embeddings.shape}")
         if len(doc_ids) != len(embeddings):
             raise MbretError(f"{len(doc_ids)} doc ids for {len(embeddings)} embeddings")
-        self._check_new_ids(doc_ids)
+        rows = self._prepare_documents(doc_ids, documents)
         if self.index is None:
             self.index = self._new_faiss_index(len(doc_ids))
         if not self.index.is_trained:
@@ -109,7 +111,7 @@ class FaissIndex(StableDocIds, Stored):
             self.index.train(embeddings)
         start = len(self.doc_ids)
         self.index.add_with_ids(embeddings, np.arange(start, start + len(doc_ids), dtype=np.int64))
-        self._append_ids(doc_ids)
+        self._append_ids(doc_ids, rows)
 
     def delete(self, doc_ids: Sequence[str]) -> int:
         """Delete documents by doc id; other ids are untouched. Returns how many were deleted."""
@@ -122,38 +124,87 @@ class FaissIndex(StableDocIds, Stored):
             return len(internal)
 
     # -- search --------------------------------------------------------------------------------------
-    def _search_params(self) -> Any:
+    def _search_params(self, subset: np.ndarray | None = None, exhaustive: bool = False) -> Any:
+        """FAISS search parameters: an ID selector for a filter's `subset` (live ids only) or, without
+        one, for HNSW's deleted ids; `exhaustive` probes every IVF list (a filtered search that came back
+        short)."""
         selector = None
-        if self._tombstones:
+        if subset is not None:
+            selector = self._subset_selector(subset)
+        elif self._tombstones:
             selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(np.fromiter(self._tombstones, dtype=np.int64)))
         if self.index_type == "hnsw":
             return faiss.SearchParametersHNSW(sel=selector, efSearch=int(self.params["ef_search"]))
         if self.index_type == "ivfpq":
-            return faiss.SearchParametersIVF(sel=selector, nprobe=int(self.params["nprobe"]))
-        return None
+            nprobe = int(self.params["nlist"]) if exhaustive else int(self.params["nprobe"])
+            return faiss.SearchParametersIVF(sel=selector, nprobe=nprobe)
+        return faiss.SearchParameters(sel=selector) if selector is not None else None
 
-    def search(self, queries: np.ndarray, k: int = 10) -> list[list[tuple[str, float]]]:
-        """Top-k (doc id, score) per query, best first."""
+    def _subset_selector(self, subset: np.ndarray) -> Any:
+        """A hash set for a small subset, else a bitmap over all ids (an eighth of a byte per document,
+        built in one numpy call, where a hash set of millions of ids takes longer to build than to search)."""
+        if len(subset) * 64 < len(self.doc_ids):
+            selector = faiss.IDSelectorBatch(subset)
+        else:
+            bits = np.zeros(len(self.doc_ids), dtype=bool)
+            bits[subset] = True
+            bitmap = np.packbits(bits, bitorder="little")
+            selector = faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap))
+            selector.referenced_bitmap = bitmap  # FAISS keeps a pointer; the array must outlive the search
+        return selector
+
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int = 10,
+        where: str | None = None,
+        params: Sequence[Any] = (),
+        ids: Iterable[str] | None = None,
+    ) -> list[list[tuple[str, float]]]:
+        """Top-k (doc id, score) per query, best first; with a filter (`select`: `where`, `params`, `ids`)
+        among the matching documents only, through FAISS's ID selectors inside the search. A filtered
+        search returns k hits whenever k documents match: an approximate index (HNSW, IVF-PQ) that comes
+        back short searches again exhaustively among the matches."""
         if k <= 0:
             raise MbretError(f"-k {k}: must be a positive integer")
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         if queries.ndim != 2 or queries.shape[1] != self.dimension:
             raise MbretError(f"expected queries of shape (n, {self.dimension}), got {queries.shape}")
         with self._rw.read():
-            if self.index is None or len(self) == 0:
+            subset = self.select(where, params, ids)
+            available = len(self) if subset is None else len(subset)
+            if self.index is None or available == 0:
                 return [[] for _ in range(len(queries))]
-            scores, ids = self.index.search(queries, min(k, len(self)), params=self._search_params())
-            results: list[list[tuple[str, float]]] = []
-            for row_scores, row_ids in zip(scores, ids):
-                hits = []
-                for score, i in zip(row_scores, row_ids):
-                    if i < 0:
-                        continue
-                    doc_id = self.doc_ids[int(i)]
-                    if doc_id is not None:
-                        hits.append((doc_id, float(score)))
-                results.append(hits)
+            want = min(k, available)
+            if subset is not None and self.index_type == "hnsw" and len(subset) <= EXACT_SUBSET_DOCS:
+                return self._subset_exact(queries, subset, want)
+            scores, found = self.index.search(queries, want, params=self._search_params(subset))
+            results = [self._hits(s, f) for s, f in zip(scores, found)]
+            short = [i for i, hits in enumerate(results) if len(hits) < want]
+            if subset is not None and short:
+                if self.index_type == "ivfpq":
+                    scores, found = self.index.search(queries[short], want, params=self._search_params(subset, True))
+                    for i, s, f in zip(short, scores, found):
+                        results[i] = self._hits(s, f)
+                else:
+                    for i, hits in zip(short, self._subset_exact(queries[short], subset, want)):
+                        results[i] = hits
             return results
+
+    def _hits(self, scores: np.ndarray, found: np.ndarray) -> list[tuple[str, float]]:
+        hits = []
+        for score, i in zip(scores, found):
+            if i >= 0 and self.doc_ids[int(i)] is not None:
+                hits.append((self.doc_ids[int(i)], float(score)))  # type: ignore[arg-type]
+        return hits
+
+    def _subset_exact(self, queries: np.ndarray, subset: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
+        """Exact inner products against the subset's stored vectors (flat and HNSW keep them whole): for a
+        subset so small that HNSW's walk would mostly visit documents that do not match."""
+        vectors = np.stack([self.index.reconstruct(int(i)) for i in subset])
+        scores = queries @ vectors.T
+        top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        return [self._hits(scores[q, top[q]], subset[top[q]]) for q in range(len(queries))]
 
     # -- persistence ---------------------------------------------------------------------------------
     def save(self, path: str | Path, manifest: Manifest, replace: bool = False) -> None:
@@ -170,10 +221,11 @@ class FaissIndex(StableDocIds, Stored):
                     fh.write(faiss.serialize_index(self.index).tobytes())
                 with atomic_file(directory / names["doc_ids"]) as fh:
                     json.dump({"doc_ids": self.doc_ids, "tombstones": sorted(self._tombstones)}, fh)
-                return names
+                return names | self._write_documents(directory, gen)
 
             self._origin = save_generation(path, manifest, write_files, replace=replace, origin=self._origin)
             self._path = Path(path)
+            self._documents_committed(path, manifest)
 
     @classmethod
     def load(cls, path: str | Path) -> tuple[FaissIndex, Manifest]:
@@ -205,4 +257,5 @@ class FaissIndex(StableDocIds, Stored):
         if len(self) != manifest.num_docs:
             raise IndexFormatError(f"{path}: manifest says {manifest.num_docs} docs, id file has {len(self)}")
         self._origin, self._path = origin_of(manifest, path), path
+        self._open_documents(path, manifest)
         return self, manifest

@@ -8,7 +8,7 @@ an exact MaxSim index. Both sides share one protocol (`encode_corpus`, `encode_q
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,8 +43,14 @@ DEFAULT_INDEX_TYPE = {"dense": "flat", "colbert": "plaid"}
 
 @dataclass
 class Hit:
+    """One search result; title, text and metadata are filled by `search(..., return_documents=True)`
+    (title and text stay None for an index built with `store_text=False`)."""
+
     doc_id: str
     score: float
+    title: str | None = None
+    text: str | None = None
+    metadata: dict[str, Any] | None = None
 
 
 def check_mode(mode: str, index_type: str | None = None) -> str:
@@ -131,8 +137,11 @@ class Retriever:
         document_length: int | None = None,
         seed: int = 0,
         query_expansion: bool | None = None,
+        store_text: bool = True,
     ) -> Retriever:
-        """Encode `corpus` and index it; the corpus is fully validated before this is called."""
+        """Encode `corpus` and index it; the corpus is fully validated before this is called. The index's
+        document store keeps each document's title, text and metadata (only ids and metadata when
+        `store_text` is False, for corpora too large to copy)."""
         if isinstance(model, (DenseEncoder, ColBERTEncoder)):
             encoder = model
             mode = "colbert" if isinstance(model, ColBERTEncoder) else "dense"
@@ -150,6 +159,7 @@ class Retriever:
             )
         index_type = check_mode(mode, index_type)
         index = new_index(mode, index_type, encoder.dimension, index_params)
+        index.documents.store_text = store_text
         retriever = cls(encoder=encoder, index=index, batch_size=batch_size)
         retriever.add(corpus, show_progress=show_progress)
         return retriever
@@ -164,13 +174,13 @@ class Retriever:
         clash = next((doc_id for doc_id in corpus if doc_id in self.index), None)
         if clash is not None:
             raise MbretError(f"doc id {clash!r} is already in the index (delete it first to replace it)")
-        ids, texts = list(corpus), [doc_text(d) for d in corpus.values()]
+        ids, texts, documents = list(corpus), [doc_text(d) for d in corpus.values()], list(corpus.values())
         if self.mode == "dense":
             start = time.perf_counter()
             embeddings = self.encoder.encode_corpus(texts, batch_size=self.batch_size, show_progress=show_progress)
             self._time("encode_corpus_s", start)
             start = time.perf_counter()
-            self.index.add(ids, embeddings)
+            self.index.add(ids, embeddings, documents)
             self._time("index_build_s", start)
             return
         reuse: dict[int, Any] = {}
@@ -203,7 +213,9 @@ class Retriever:
                 self._time("encode_corpus_s", start)
                 start = time.perf_counter()
                 self.index.add(
-                    [ids[i] for i in rows], [embeddings[i] if i in embeddings else reuse.pop(i) for i in rows]
+                    [ids[i] for i in rows],
+                    [embeddings[i] if i in embeddings else reuse.pop(i) for i in rows],
+                    documents[rows.start : rows.stop],
                 )
                 self._time("index_build_s", start)
                 del fresh, embeddings
@@ -265,15 +277,42 @@ class Retriever:
         )
         return f"{cut} of {len(queries)} queries are longer than {limit} tokens and were cut ({flag} raises it)"
 
-    def search(self, queries: Sequence[str], k: int = 10, show_progress: bool = False) -> list[list[Hit]]:
-        """Top-k hits per query, best first."""
+    def search(
+        self,
+        queries: Sequence[str],
+        k: int = 10,
+        show_progress: bool = False,
+        where: str | None = None,
+        params: Sequence[Any] = (),
+        ids: Iterable[str] | None = None,
+        return_documents: bool = False,
+    ) -> list[list[Hit]]:
+        """Top-k hits per query, best first.
+
+        A filter restricts the search to the documents whose metadata satisfies `where` (SQLite syntax over
+        metadata fields, a `?` for each of `params`: `where="year >= ? AND venue = ?", params=[2020, "ACL"]`)
+        and that are among `ids`; every index applies it inside its search and returns k hits whenever k
+        documents match. `return_documents` fills each hit's title, text and metadata from the store."""
+        if ids is not None:
+            ids = list(ids)
+        if where is not None:  # refuse a bad condition before encoding anything
+            self.index.documents.check_where(where, params)
         start = time.perf_counter()
         embeddings = self.encoder.encode_queries(queries, batch_size=self.batch_size, show_progress=show_progress)
         encoded = time.perf_counter()
-        results = self.index.search(embeddings, k)
+        if where is None and ids is None:
+            results = self.index.search(embeddings, k)
+        else:
+            results = self.index.search(embeddings, k, where=where, params=params, ids=ids)
         self.timings["encode_queries_s"] = encoded - start
         self.timings["search_s"] = time.perf_counter() - encoded
-        return [[Hit(doc_id, score) for doc_id, score in hits] for hits in results]
+        hits = [[Hit(doc_id, score) for doc_id, score in row] for row in results]
+        if return_documents:
+            flat = [hit for row in hits for hit in row]
+            for hit, document in zip(flat, self.index.get_documents([h.doc_id for h in flat])):
+                if document is not None:
+                    hit.title, hit.text, hit.metadata = document.title, document.text, dict(document.metadata)
+        return hits
 
     def manifest(self) -> Manifest:
         encoder = self.encoder

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,7 @@ from mbret.indexes.plaid.ivf import (
     select_documents,
 )
 from mbret.indexes.plaid.ivf import search_state as make_search_state
-from mbret.indexes.plaid.search import PlaidSearchParams, search_one
+from mbret.indexes.plaid.search import PlaidSearchParams, live_subset, search_one
 
 COMPRESS_TOKENS = 65536  # token vectors converted to float32 and compressed at a time by PlaidIndex.add
 # documents drawn for the k-means sample, as a multiple of the fewest that hold it; each gives a random share
@@ -165,15 +165,18 @@ class PlaidIndex(StableDocIds, Stored):
                 held, self._untrained = self._untrained, []
                 self._compress(held)
 
-    def add(self, doc_ids: Sequence[str], embeddings: Sequence[torch.Tensor]) -> None:
+    def add(
+        self, doc_ids: Sequence[str], embeddings: Sequence[torch.Tensor], documents: Sequence[Any] | None = None
+    ) -> None:
         """Compress and append documents; ids must be new. Before `train`, documents are held (float16) and
-        the index trains on a sample of all that were added when first searched or saved."""
+        the index trains on a sample of all that were added when first searched or saved. `documents`
+        (title, text, metadata per doc, as corpus rows) go to the document store."""
         with self._lock:
             if len(doc_ids) != len(embeddings):
                 raise MbretError(f"{len(doc_ids)} doc ids for {len(embeddings)} embeddings")
             if not doc_ids:
                 return
-            self._check_new_ids(doc_ids)
+            rows = self._prepare_documents(doc_ids, documents)
             tensors = [torch.as_tensor(e) for e in embeddings]
             bad = next((t.shape for t in tensors if t.ndim != 2 or t.shape[1] != self.dimension), None)
             if bad is not None:
@@ -189,7 +192,7 @@ class PlaidIndex(StableDocIds, Stored):
                 self._untrained.extend(t.to(torch.float16) for t in tensors)
             else:
                 self._compress(tensors)
-            self._append_ids(doc_ids)
+            self._append_ids(doc_ids, rows)
             self._state = None
 
     def _compress(self, tensors: list[torch.Tensor]) -> None:
@@ -225,7 +228,13 @@ class PlaidIndex(StableDocIds, Stored):
                 )
             )
 
-    def add_in_chunks(self, doc_ids: Sequence[str], embeddings: Sequence[torch.Tensor], chunk_docs: int = 2048) -> None:
+    def add_in_chunks(
+        self,
+        doc_ids: Sequence[str],
+        embeddings: Sequence[torch.Tensor],
+        chunk_docs: int = 2048,
+        documents: Sequence[Any] | None = None,
+    ) -> None:
         """Add documents `chunk_docs` at a time, training first (if the index is new) on a seeded sample of
         whole documents (`sample_documents`): how `Retriever` builds from text, for vectors encoded before.
         Centroids are sized for the whole corpus, not its first chunk, and the float32 temporaries are one
@@ -242,7 +251,8 @@ class PlaidIndex(StableDocIds, Stored):
                 sample = torch.cat([torch.as_tensor(embeddings[i]).to(torch.float16) for i in picks])
                 self.train(sample, num_tokens=total)
             for begin in range(0, len(doc_ids), chunk_docs):
-                self.add(doc_ids[begin : begin + chunk_docs], embeddings[begin : begin + chunk_docs])
+                end = begin + chunk_docs
+                self.add(doc_ids[begin:end], embeddings[begin:end], None if documents is None else documents[begin:end])
 
     def delete(self, doc_ids: Sequence[str]) -> int:
         with self._lock:
@@ -265,7 +275,7 @@ class PlaidIndex(StableDocIds, Stored):
                 parts.append(select_documents(chunk, live[start : start + chunk.num_docs], self.codec))
                 start += chunk.num_docs
             self._chunks = [merge_chunks(parts, self.codec)] if parts else []
-            self._init_ids([d for d in self.doc_ids if d is not None])
+            self._compact_ids()
             self._saved_chunks, self._rewrite_all, self._state, self._views = 0, True, None, {}
             return before - self.num_tokens
 
@@ -317,25 +327,41 @@ class PlaidIndex(StableDocIds, Stored):
         self,
         queries: Sequence[torch.Tensor],
         k: int = 10,
-        params: PlaidSearchParams | None = None,
+        where: str | None = None,
+        params: Sequence[Any] | PlaidSearchParams = (),
+        ids: Iterable[str] | None = None,
+        search_params: PlaidSearchParams | None = None,
         workers: int | None = None,
     ) -> list[list[tuple[str, float]]]:
-        """Top-k (doc id, MaxSim score over decompressed vectors) per query, best first.
+        """Top-k (doc id, MaxSim score over decompressed vectors) per query, best first; with a filter
+        (`select`: `where`, `params`, `ids`) among the matching documents only (see `search_one`).
+        `search_params` overrides the index's PLAID budgets (passed as `params`, it still works).
 
         On CPU, queries are searched `workers` at a time (default: torch's thread count), each on one
         thread: a query's stages are many small tensor operations that split poorly across cores, so
         query-level parallelism ran 1.5x faster on 2 cores than intra-op threads (`map_on_cores`). An
         accelerator takes the queries one by one. Every query of one call searches the same snapshot.
         """
+        if isinstance(where, PlaidSearchParams):  # the older search(queries, k, params) call
+            where, search_params = None, where
+        if isinstance(params, PlaidSearchParams):
+            params, search_params = (), params
         if k <= 0:
             raise MbretError(f"-k {k}: must be a positive integer")
         if not len(self):
             return [[] for _ in queries]
-        p = (params or self.search_params).resolved(k)
-        state = self.search_state()
+        p = (search_params or self.search_params).resolved(k)
+        while True:  # the filter's positions must be those of the snapshot searched: redo if a write came between
+            state = self.search_state()
+            subset = self.select(where, params, ids)
+            if self._state is state:
+                break
+        chosen = None
+        if subset is not None:
+            chosen = live_subset(state, torch.from_numpy(np.array(subset, dtype=np.int64)).to(state.centroids.device))
         if state.centroids.device.type != "cpu":
-            return [search_one(state, query, k, p) for query in queries]
-        return map_on_cores(lambda query: search_one(state, query, k, p), queries, workers)
+            return [search_one(state, query, k, p, chosen) for query in queries]
+        return map_on_cores(lambda query: search_one(state, query, k, p, chosen), queries, workers)
 
     # -- persistence ---------------------------------------------------------------------------------
     def save(self, path: str | Path, manifest: Manifest, replace: bool = False) -> None:
@@ -368,9 +394,10 @@ class PlaidIndex(StableDocIds, Stored):
                     if c >= first_new:
                         storage.write_chunk(directory, c, chunk, doc_ids[start : start + chunk.num_docs])
                     start += chunk.num_docs
-                return names | storage.write_tombstones(directory, gen, deleted)
+                return names | storage.write_tombstones(directory, gen, deleted) | self._write_documents(directory, gen)
 
             self._origin = save_generation(path, manifest, write_files, replace=replace, origin=self._origin)
+            self._documents_committed(path, manifest)
             self._saved_chunks, self._rewrite_all, self._path = len(chunks), False, path
 
     @classmethod
@@ -405,6 +432,7 @@ class PlaidIndex(StableDocIds, Stored):
         if len(self) != manifest.num_docs:
             raise IndexFormatError(f"{path}: manifest says {manifest.num_docs} docs, id files hold {len(self)}")
         self._origin, self._path = origin_of(manifest, path), path
+        self._open_documents(path, manifest)
         return self, manifest
 
     # -- refresh (`Stored.refresh`): swap in the state under the writers' lock; searches keep their snapshot

@@ -23,6 +23,9 @@ from mbret.indexes.kernels import max_per_segment, ranges
 from mbret.indexes.plaid.ivf import SearchState
 
 INTERACTION_DOCS = 4096  # candidates whose centroid pairs stage 2 gathers at a time (bounds its memory)
+# a filter matching at most this many documents has them all scored by stage 4 rather than searched for
+# (measured where the two cost the same on SciFact: docs/benchmarks.md, "Filtered search")
+EXACT_SUBSET_DOCS = 512
 
 
 @dataclass
@@ -72,9 +75,12 @@ class PlaidSearchParams:
 FULL_SCORE_BUDGET = {10: 2048, 100: 4096}
 
 
-def probe_candidates(state: SearchState, scores: torch.Tensor, n_ivf_probe: int) -> torch.Tensor:
+def probe_candidates(
+    state: SearchState, scores: torch.Tensor, n_ivf_probe: int, subset: torch.Tensor | None = None
+) -> torch.Tensor:
     """Stage 1: ascending live documents in the inverted lists of each query token's top `n_ivf_probe`
-    centroids (`scores` is (query tokens, centroids))."""
+    centroids (`scores` is (query tokens, centroids)); with a filter, only those in `subset` (ascending):
+    the documents it drops never reach stages 2-4."""
     probe = torch.unique(scores.topk(min(n_ivf_probe, scores.shape[1]), dim=1).indices)
     parts = []
     for chunk in state.chunks:
@@ -84,7 +90,18 @@ def probe_candidates(state: SearchState, scores: torch.Tensor, n_ivf_probe: int)
     docs = torch.cat(parts) if len(parts) > 1 else parts[0]
     if state.live is not None:
         docs = docs[state.live.index_select(0, docs)]
+    if subset is not None:
+        docs = docs[in_sorted(docs, subset)]
     return docs
+
+
+def in_sorted(values: torch.Tensor, sorted_set: torch.Tensor) -> torch.Tensor:
+    """Whether each of `values` is in the ascending `sorted_set`: a binary search each, O(len(values) x
+    log(len(sorted_set))), with no buffer the size of the corpus."""
+    if not len(sorted_set):
+        return torch.zeros(len(values), dtype=torch.bool, device=values.device)
+    at = torch.searchsorted(sorted_set, values).clamp_max_(len(sorted_set) - 1)
+    return sorted_set.index_select(0, at) == values
 
 
 def pruned_interaction(
@@ -170,14 +187,39 @@ def exact_scores(state: SearchState, query: torch.Tensor, scores_t: torch.Tensor
     return out
 
 
+def live_subset(state: SearchState, subset: torch.Tensor) -> torch.Tensor:
+    """The documents of an ascending `subset` that this state holds and has not deleted."""
+    subset = subset[subset < state.num_docs]
+    if state.live is not None:
+        subset = subset[state.live.index_select(0, subset)]
+    return subset
+
+
 @torch.inference_mode()
-def search_one(state: SearchState, query: torch.Tensor, k: int, p: PlaidSearchParams) -> list[tuple[str, float]]:
-    """PLAID's four stages for one query (`p` resolved for k): top-k (doc id, score), best first."""
+def search_one(
+    state: SearchState, query: torch.Tensor, k: int, p: PlaidSearchParams, subset: torch.Tensor | None = None
+) -> list[tuple[str, float]]:
+    """PLAID's four stages for one query (`p` resolved for k): top-k (doc id, score), best first.
+
+    With a filter (`subset`: the ascending live documents it matches), stage 1 drops every other document;
+    a subset of at most `EXACT_SUBSET_DOCS` skips stages 1-3 and is scored whole by stage 4, and a larger
+    one whose probed lists hold fewer than k of its documents probes more centroids, so a filtered search
+    returns k hits whenever k documents match."""
     centroids = state.centroids
     q = query.to(centroids.device).float()
     scores_t = centroids @ q.T  # (K, lq): rows are what stages 2-4 read
     lq = len(q)
-    candidates = probe_candidates(state, scores_t.T, p.n_ivf_probe or 1)
+    if subset is not None and len(subset) <= EXACT_SUBSET_DOCS:
+        if not len(subset):
+            return []
+        exact = exact_scores(state, q, scores_t, subset)
+        top = exact.topk(min(k, len(subset)))
+        return [(state.doc_ids[d], s) for d, s in zip(subset[top.indices].tolist(), top.values.tolist())]
+    probe = p.n_ivf_probe or 1
+    candidates = probe_candidates(state, scores_t.T, probe, subset)
+    while subset is not None and len(candidates) < min(k, len(subset)) and probe < len(centroids):
+        probe *= 4
+        candidates = probe_candidates(state, scores_t.T, probe, subset)
     if not len(candidates):
         return []
     kept = scores_t.amax(dim=1) >= p.centroid_score_threshold
