@@ -380,3 +380,81 @@ def test_readers_in_other_processes_keep_searching_while_a_writer_adds(tmp_path:
     final, _ = load_index(path)
     assert len(final.select("year = ?", [3024])) == 160 and final.get_documents(["d0"]) == [None]
     assert json.loads((path / "manifest.json").read_text())["generation"] == manifest.generation
+
+
+# -- the CLI: index with metadata, search with text and filters, info, eval --where --------------------------
+def _corpus_with_metadata(tmp_path: Path, small_corpus: dict) -> Path:
+    years = {"d1": 2019, "d2": 2021, "d3": 2022, "d4": 2018, "d5": 2023, "d6": 2021}
+    venues = {"d1": "ACL", "d2": "EMNLP", "d3": "ACL", "d4": "NAACL", "d5": "ACL", "d6": "EMNLP"}
+    from .conftest import write_beir
+
+    corpus = {
+        d: {**doc, "metadata": {"year": years[d], "venue": venues[d], "peer reviewed": d != "d5"}}
+        for d, doc in small_corpus.items()
+    }
+    queries = {"q1": "does smoking cause cancer", "q2": "brain activity in mice", "q3": "virus immune response"}
+    qrels = {"q1": {"d1": 1}, "q2": {"d2": 1}, "q3": {"d6": 2, "d4": 0}}
+    return write_beir(tmp_path / "meta", corpus, queries, qrels)
+
+
+def test_cli_stores_documents_filters_searches_and_describes_the_index(
+    tmp_path: Path, cli, tiny_model: str, small_corpus: dict
+) -> None:
+    beir = _corpus_with_metadata(tmp_path, small_corpus)
+    for index_type in ("flat", "exact"):
+        out = tmp_path / f"idx-{index_type}"
+        mode = "dense" if index_type == "flat" else "colbert"
+        result = cli("index", beir, "--model", tiny_model, "--mode", mode, "--index-type", index_type, "--out", out)
+        assert result.code == 0, result.err
+        result = cli("search", out, "cancer", "-k", "10", "--json", "--snippet", "12",
+                     "--where", "year >= ? AND venue = ?", "--param", "2020", "--param", "ACL")  # fmt: skip
+        assert result.code == 0, result.err
+        hits = json.loads(result.out)[0]["hits"]
+        assert {h["doc_id"] for h in hits} == {"d3", "d5"}  # every match, and only matches
+        by_id = {h["doc_id"]: h for h in hits}
+        assert by_id["d5"]["title"] == "Retrieval" and by_id["d5"]["text"] == "dense vector…"
+        assert by_id["d5"]["metadata"] == {"year": 2023, "venue": "ACL", "peer reviewed": False}
+        result = cli("search", out, "cancer", "--show-text", "--where", '"peer reviewed" = ?', "--param", "false")
+        assert result.code == 0 and "d5" in result.out and "dense vector search" in result.out, result.out
+        ids = tmp_path / "ids.txt"
+        ids.write_text("d2\n\nd4\nnot-there\n")
+        result = cli("search", out, "brain", "--json", "--ids", ids)
+        assert [h["doc_id"] for h in json.loads(result.out)[0]["hits"]] in (["d2", "d4"], ["d4", "d2"])
+        assert "1 of 3 ids" in result.err
+        for bad, message in (
+            (["--where", "year = ?; DROP TABLE documents", "--param", "1"], "';'"),
+            (["--where", "yr = ?", "--param", "1"], "unknown field 'yr'"),
+            (["--where", "year = ? AND venue = ?", "--param", "1"], "2 `?` placeholders but 1"),
+            (["--param", "1"], "add --where"),
+        ):
+            result = cli("search", out, "x", *bad)
+            assert result.code == 2 and message in result.err and result.err.count("\n") == 1, (bad, result.err)
+
+        result = cli("info", out, "--json")
+        assert result.code == 0, result.err
+        info = json.loads(result.out)
+        assert (info["num_docs"], info["num_live"], info["num_deleted"]) == (6, 6, 0)
+        assert info["metadata_fields"] == {
+            "peer reviewed": {"boolean": 6}, "venue": {"string": 6}, "year": {"integer": 6}
+        }  # fmt: skip
+        assert info["generation"] == 1 and info["bytes"]["documents"] > 0 and ("num_tokens" in info) == (mode == "colbert")
+        assert cli("delete", out, "d3").code == 0
+        info = json.loads(cli("info", out, "--json").out)
+        assert (info["num_live"], info["num_deleted"], info["generation"]) == (5, 1, 2)
+        assert "year" in cli("info", out).out
+
+    # eval restricted by --where: the filtered-out judged documents count as missed
+    result = cli("eval", beir, "--model", tiny_model, "--where", "venue = ?", "--param", "NAACL", "--metrics", "recall@10",
+                 "--output", tmp_path / "eval")  # fmt: skip
+    assert result.code == 0, result.err
+    saved = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert saved["settings"]["filter"]["where"] == "venue = ?"
+    run = (tmp_path / "eval" / "run.trec").read_text().splitlines()
+    assert {line.split()[2] for line in run} == {"d4"}
+
+    # --no-store-text keeps ids and metadata only
+    out = tmp_path / "no-text"
+    assert cli("index", beir, "--model", tiny_model, "--out", out, "--no-store-text").code == 0
+    hit = json.loads(cli("search", out, "cancer", "-k", "1", "--json").out)[0]["hits"][0]
+    assert hit["title"] is None and hit["text"] is None and "year" in hit["metadata"]
+    assert json.loads(cli("info", out, "--json").out)["store_text"] is False

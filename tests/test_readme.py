@@ -44,3 +44,11 @@ def test_readme_precomputed_vectors_example_runs(tmp_path: Path, monkeypatch: py
     exec(compile(textwrap.dedent(block.replace("\n  ```", "")), "README.md", "exec"), {})
     assert capsys.readouterr().out.strip().splitlines()[-1] == "doc7"
     assert (tmp_path / "runs" / "precomputed" / "manifest.json").is_file()
+
+
+def test_readme_filter_example_runs(capsys) -> None:
+    """The README's documents-and-filters example: a filtered search that returns its hits' documents."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "return_documents=True" in b)
+    exec(compile(block, "README.md", "exec"), {})
+    assert capsys.readouterr().out.strip().splitlines()[-1] == "[('a', 'Parsing', 2021)]"

@@ -116,7 +116,6 @@ class DocumentStore:
         self._pending: sqlite3.Connection | None = None
         self._pending_file: str | None = None
         self._pending_lock = threading.Lock()
-        self._remap: np.ndarray | None = None  # old position -> new (-1: dropped) after an unsaved compaction
         self._version = 0
         self._cache: OrderedDict[tuple[Any, ...], np.ndarray] = OrderedDict()
         self._fields: tuple[int, set[str]] | None = None
@@ -157,7 +156,7 @@ class DocumentStore:
 
     @property
     def has_changes(self) -> bool:
-        return self._pending is not None or self._remap is not None
+        return self._pending is not None
 
     def clear_cache(self) -> None:
         """Forget the filters' matching positions kept since the last change (benchmarks time the SQL)."""
@@ -176,8 +175,6 @@ class DocumentStore:
         metadata object is refused here, before the index changes anything."""
         if documents is not None and len(documents) != len(doc_ids):
             raise MbretError(f"{len(doc_ids)} doc ids for {len(documents)} documents")
-        if self._remap is not None:
-            raise MbretError("save the compacted index before adding documents to it")
         return [
             _row(d, documents[i] if documents is not None else None, self.store_text) for i, d in enumerate(doc_ids)
         ]
@@ -205,11 +202,43 @@ class DocumentStore:
             self._changed()
 
     def renumber(self, live: np.ndarray) -> None:
-        """After a compaction kept the documents `live` (bool per old position), in order: the next save
-        writes the rows under their new positions."""
-        remap = np.full(len(live), -1, dtype=np.int64)
-        remap[live] = np.arange(int(live.sum()))
-        self._remap = remap if self._remap is None else np.where(self._remap >= 0, remap[self._remap], -1)
+        """After a compaction kept the documents `live` (bool per old position), in order, and renumbered
+        them 0, 1, ...: the rows move to a new pending file under their new positions, which the next save
+        writes whole (a compaction rewrites the directory anyway)."""
+        fd, name = tempfile.mkstemp(prefix="mbret-pending-", suffix=".sqlite")
+        os.close(fd)
+        conn = sqlite3.connect(name, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=OFF")
+        conn.execute("PRAGMA synchronous=OFF")
+        conn.executescript(_PENDING_SCHEMA)
+        kept = np.flatnonzero(live)
+        parts, values = [], {"gen": self.generation}
+        with self._pending_lock:
+            if self.path is not None:
+                conn.execute("ATTACH DATABASE ? AS old", (str(self.path),))
+                gone = " AND pos NOT IN (SELECT pos FROM was.deleted)" if self._pending is not None else ""
+                parts.append(f"SELECT pos, doc_id, title, text, metadata FROM old.documents WHERE {_VISIBLE}{gone}")
+            if self._pending is not None:
+                conn.execute("ATTACH DATABASE ? AS was", (self._pending_file,))
+                parts.append("SELECT pos, doc_id, title, text, metadata FROM was.documents")
+            with _transaction(conn):
+                conn.execute("CREATE TEMP TABLE remap (old INTEGER PRIMARY KEY, new INTEGER NOT NULL)")
+                conn.executemany("INSERT INTO remap VALUES (?, ?)", zip(kept.tolist(), range(len(kept))))
+                if parts:
+                    conn.execute(
+                        "INSERT INTO main.documents SELECT remap.new, doc_id, title, text, metadata "
+                        f"FROM ({' UNION ALL '.join(parts)}) AS u JOIN remap ON remap.old = u.pos",
+                        values,
+                    )
+            for schema in ("old", "was"):
+                with contextlib.suppress(sqlite3.OperationalError):
+                    conn.execute(f"DETACH DATABASE {schema}")
+            if self._pending is not None:
+                _drop_scratch(self._pending, self._pending_file)
+            weakref.finalize(self, _drop_scratch, conn, name)
+            self._pending, self._pending_file = conn, name
+            self.path = None  # every row is pending now: the committed file is not read again
+            self._local = threading.local()
         self._changed()
 
     # -- reading ---------------------------------------------------------------------------------------
@@ -226,18 +255,6 @@ class DocumentStore:
             return []
         with self._pending_lock:
             return self._pending.execute(sql, params).fetchall()
-
-    def _old_positions(self, positions: np.ndarray) -> np.ndarray:
-        """Positions before an unsaved compaction (what the rows are keyed by until it is saved)."""
-        if self._remap is None:
-            return positions
-        return np.flatnonzero(self._remap >= 0)[positions]
-
-    def _new_positions(self, positions: np.ndarray) -> np.ndarray:
-        if self._remap is None:
-            return positions
-        mapped = self._remap[positions[positions < len(self._remap)]]
-        return np.sort(mapped[mapped >= 0])
 
     def fields(self) -> set[str]:
         """Names of the metadata fields any document has had (what a filter may name)."""
@@ -282,7 +299,6 @@ class DocumentStore:
             [r[0] for r in self._pending_rows(f"SELECT pos FROM documents WHERE ({sql})", values)], dtype=np.int64
         )
         positions = np.union1d(np.setdiff1d(committed, gone), added)
-        positions = self._new_positions(positions)
         positions.setflags(write=False)
         self._cache[key] = positions
         while len(self._cache) > SELECTION_CACHE:
@@ -291,7 +307,7 @@ class DocumentStore:
 
     def get(self, positions: Sequence[int]) -> list[Document | None]:
         """The documents at `positions` (None for one with no row: deleted since this generation)."""
-        wanted = self._old_positions(np.asarray(positions, dtype=np.int64))
+        wanted = np.asarray(positions, dtype=np.int64)
         found: dict[int, Document] = {}
         for begin in range(0, len(wanted), 500):  # SQLite's bound-parameter limit
             part = [int(p) for p in wanted[begin : begin + 500]]
@@ -337,7 +353,7 @@ class DocumentStore:
         name."""
         target = Path(directory) / STORE_FILE
         in_place = self.path is not None and self.path.absolute() == target.absolute()
-        if in_place and self._remap is None and target.is_file():
+        if in_place and target.is_file():
             self._write_changes(target, generation)
         else:
             self._write_new(target, generation, doc_ids)
@@ -399,16 +415,6 @@ class DocumentStore:
                     parts.append("SELECT pos, doc_id, title, text, metadata FROM pending.documents")
                 if parts:
                     union = " UNION ALL ".join(parts)
-                    if self._remap is not None:
-                        conn.execute("CREATE TEMP TABLE remap (old INTEGER PRIMARY KEY, new INTEGER NOT NULL)")
-                        kept = np.flatnonzero(self._remap >= 0)
-                        conn.executemany(
-                            "INSERT INTO remap VALUES (?, ?)", zip(kept.tolist(), self._remap[kept].tolist())
-                        )
-                        union = (
-                            "SELECT remap.new, doc_id, title, text, metadata "
-                            f"FROM ({union}) AS u JOIN remap ON remap.old = u.pos"
-                        )
                     conn.execute(
                         "INSERT INTO main.documents (pos, doc_id, title, text, metadata, added) "
                         f"SELECT *, :gen FROM ({union})",
@@ -451,7 +457,7 @@ class DocumentStore:
         if self._pending is not None:
             _drop_scratch(self._pending, self._pending_file)
         self._pending = self._pending_file = None
-        self.path, self.generation, self._remap = target, generation, None
+        self.path, self.generation = target, generation
         self._local = threading.local()
         self._changed()
 

@@ -25,7 +25,7 @@ from mbret.indexes.plaid.ivf import SearchState
 INTERACTION_DOCS = 4096  # candidates whose centroid pairs stage 2 gathers at a time (bounds its memory)
 # a filter matching at most this many documents has them all scored by stage 4 rather than searched for
 # (measured where the two cost the same on SciFact: docs/benchmarks.md, "Filtered search")
-EXACT_SUBSET_DOCS = 512
+EXACT_SUBSET_DOCS = 128
 
 
 @dataclass
