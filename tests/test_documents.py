@@ -331,6 +331,9 @@ def test_a_kill_at_each_step_of_an_add_leaves_vectors_and_store_at_one_generatio
 
 
 # -- readers in other processes while a writer adds ---------------------------------------------------------
+DELETED_BY_WRITER = {f"d{batch}" for batch in range(8)}
+
+
 def _reader(path: str, ready: Any, done: Any, queue: Any) -> None:
     """Search with a filter and fetch documents, refreshing, until `done` is set (and once more after);
     report counts or the error."""
@@ -345,7 +348,9 @@ def _reader(path: str, ready: Any, done: Any, queue: Any) -> None:
             index.refresh()
             hits = index.search(query, 5, where="year >= ? OR year < ?", params=[2010, 2010])[0]
             documents = index.get_documents([d for d, _ in hits])
-            assert len(hits) == 5 and all(doc is not None for doc in documents), (hits, documents)
+            # a document the writer deleted since this reader's generation may have lost its row (store.py)
+            assert len(hits) == 5, hits
+            assert all(doc is not None or d[0] in DELETED_BY_WRITER for d, doc in zip(hits, documents)), hits
             searches += 1
             generations.add(index.generation)
         queue.put(("ok", searches, len(generations)))
