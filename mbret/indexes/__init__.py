@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from mbret.errors import IndexFormatError
-from mbret.indexes.base import Manifest, check_compatible, read_manifest
+from mbret.indexes.base import Manifest, check_compatible, load_committed, read_manifest
 from mbret.indexes.faiss_index import INDEX_TYPES, FaissIndex, default_params
 from mbret.indexes.maxsim import ExactMaxSimIndex
 from mbret.indexes.plaid import PlaidIndex, PlaidSearchParams
@@ -82,7 +82,7 @@ def load_index(path: str | Path) -> tuple[Any, Manifest]:
     kind = read_manifest(path).kind
     if kind not in INDEX_CLASSES:
         raise IndexFormatError(f"{path}: unknown index kind {kind!r}")
-    return INDEX_CLASSES[kind].load(path)
+    return load_committed(INDEX_CLASSES[kind].load, path)
 
 
 __all__ = [

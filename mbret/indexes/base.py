@@ -80,22 +80,30 @@ class Manifest:
 
 
 def read_manifest(path: str | Path) -> Manifest:
+    """The manifest of index directory `path`, its files checked. A writer that commits meanwhile removes
+    the previous generation's files: a file gone because of that is read again from the new manifest."""
     path = Path(path)
     file = path / MANIFEST
     restore_interrupted_swap(path)
     if not path.is_dir():
         raise IndexFormatError(f"{path}: no such index directory")
-    if not file.is_file():
-        raise IndexFormatError(f"{path}: not an mbret index (no {MANIFEST})")
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise IndexFormatError(f"{file}: unreadable manifest ({exc})") from None
-    manifest = Manifest.from_json(data, file)
-    for role, name in manifest.files.items():
-        if not (path / name).is_file():
-            raise IndexFormatError(f"{path / name}: {role} file named in the manifest is missing")
-    return manifest
+    for attempt in range(8):
+        if not file.is_file():
+            raise IndexFormatError(f"{path}: not an mbret index (no {MANIFEST})")
+        try:
+            text = file.read_text(encoding="utf-8")
+            data = json.loads(text)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise IndexFormatError(f"{file}: unreadable manifest ({exc})") from None
+        manifest = Manifest.from_json(data, file)
+        missing = next(((r, n) for r, n in manifest.files.items() if not (path / n).is_file()), None)
+        if missing is None:
+            return manifest
+        if attempt < 7 and file.is_file() and file.read_text(encoding="utf-8") != text:
+            continue  # a newer generation was committed while this one was read
+        role, name = missing
+        raise IndexFormatError(f"{path / name}: {role} file named in the manifest is missing")
+    raise AssertionError("unreachable")
 
 
 def check_compatible(
@@ -160,12 +168,25 @@ class Stored:
         manifest = read_manifest(self._path)
         if origin_of(manifest, self._path) == self._origin:
             return False
-        fresh = type(self).load(self._path, **self._reload_options())[0]  # type: ignore[attr-defined]
+        fresh = load_committed(type(self).load, self._path, **self._reload_options())[0]  # type: ignore[attr-defined]
         with self._exclusive():
             kept = {name: getattr(self, name) for name in self._keep_on_refresh}
             self.__dict__.update(fresh.__dict__)
             self.__dict__.update(kept)
         return True
+
+
+def load_committed(load: Callable[..., Any], path: str | Path, **options: Any) -> Any:
+    """`load(path)`, again if a writer committed a newer generation while it read (and removed the files of
+    the one it was reading): a reader never needs the lock, and never fails for a write it raced."""
+    for _ in range(8):
+        before = read_manifest(path).generation
+        try:
+            return load(path, **options)
+        except (IndexFormatError, FileNotFoundError):
+            if read_manifest(path).generation == before:
+                raise
+    return load(path, **options)
 
 
 class ReadWriteLock:
