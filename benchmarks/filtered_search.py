@@ -179,7 +179,6 @@ def main() -> None:
         retriever = Retriever.load(flat_dir)
         flat = retriever.index
         queries = retriever.encoder.encode_queries(texts, batch_size=64)
-        hnsw, _ = load_index(flat_dir)
         from mbret.indexes import FaissIndex
 
         vectors = np.stack([flat.index.reconstruct(i) for i in range(len(flat.doc_ids))])

@@ -86,6 +86,12 @@ def length_bounds(lengths: Sequence[int], chunk_tokens: int) -> list[tuple[int, 
     return bounds
 
 
+def _windowed_order(counts: np.ndarray) -> np.ndarray:
+    """Positions of `counts` shortest first within each window of `SORT_WINDOW` (see `_plan`)."""
+    windows = [w + np.argsort(counts[w : w + SORT_WINDOW], kind="stable") for w in range(0, len(counts), SORT_WINDOW)]
+    return np.concatenate(windows or [np.zeros(0, dtype=np.int64)])
+
+
 def maxsim_scores(queries: torch.Tensor, docs: torch.Tensor, doc_lengths: torch.Tensor) -> torch.Tensor:
     """MaxSim of padded queries (nq, lq, d) against docs padded by `padded_rows` (nd, ld, d) -> (nq, nd),
     float32 whatever the inputs' dtype. Zero query rows add exactly 0; a document with no tokens scores 0."""
@@ -230,17 +236,11 @@ class ExactMaxSimIndex(StableDocIds, Stored):
         """
         if subset is not None:
             counts = lengths.numpy()[subset]
-            order = np.concatenate(
-                [w + np.argsort(counts[w : w + SORT_WINDOW], kind="stable") for w in range(0, len(counts), SORT_WINDOW)]
-                or [np.zeros(0, dtype=np.int64)]
-            )
+            order = _windowed_order(counts)
             return torch.from_numpy(subset[order].astype(np.int64)), length_bounds(counts[order].tolist(), chunk_tokens)
         if chunk_tokens not in self._plans:
             counts = lengths.numpy()
-            order = np.concatenate(
-                [w + np.argsort(counts[w : w + SORT_WINDOW], kind="stable") for w in range(0, len(counts), SORT_WINDOW)]
-                or [np.zeros(0, dtype=np.int64)]
-            )
+            order = _windowed_order(counts)
             bounds = length_bounds(counts[order].tolist(), chunk_tokens)
             self._plans[chunk_tokens] = (torch.from_numpy(order.astype(np.int64)), bounds)
         return self._plans[chunk_tokens]

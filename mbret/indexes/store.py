@@ -144,15 +144,19 @@ class DocumentStore:
     def _changes(self) -> sqlite3.Connection:
         """The pending changes' connection, made on the first change."""
         if self._pending is None:
-            fd, name = tempfile.mkstemp(prefix="mbret-pending-", suffix=".sqlite")
-            os.close(fd)
-            conn = sqlite3.connect(name, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=OFF")  # scratch data: a crash loses nothing committed
-            conn.execute("PRAGMA synchronous=OFF")
-            conn.executescript(_PENDING_SCHEMA)
-            weakref.finalize(self, _drop_scratch, conn, name)
-            self._pending, self._pending_file = conn, name
+            self._pending, self._pending_file = self._new_scratch()
         return self._pending
+
+    def _new_scratch(self) -> tuple[sqlite3.Connection, str]:
+        """A private temporary SQLite file for pending changes, removed with this store."""
+        fd, name = tempfile.mkstemp(prefix="mbret-pending-", suffix=".sqlite")
+        os.close(fd)
+        conn = sqlite3.connect(name, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=OFF")  # scratch data: a crash loses nothing committed
+        conn.execute("PRAGMA synchronous=OFF")
+        conn.executescript(_PENDING_SCHEMA)
+        weakref.finalize(self, _drop_scratch, conn, name)
+        return conn, name
 
     @property
     def has_changes(self) -> bool:
@@ -205,12 +209,7 @@ class DocumentStore:
         """After a compaction kept the documents `live` (bool per old position), in order, and renumbered
         them 0, 1, ...: the rows move to a new pending file under their new positions, which the next save
         writes whole (a compaction rewrites the directory anyway)."""
-        fd, name = tempfile.mkstemp(prefix="mbret-pending-", suffix=".sqlite")
-        os.close(fd)
-        conn = sqlite3.connect(name, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=OFF")
-        conn.execute("PRAGMA synchronous=OFF")
-        conn.executescript(_PENDING_SCHEMA)
+        conn, name = self._new_scratch()
         kept = np.flatnonzero(live)
         parts, values = [], {"gen": self.generation}
         with self._pending_lock:
@@ -235,7 +234,6 @@ class DocumentStore:
                     conn.execute(f"DETACH DATABASE {schema}")
             if self._pending is not None:
                 _drop_scratch(self._pending, self._pending_file)
-            weakref.finalize(self, _drop_scratch, conn, name)
             self._pending, self._pending_file = conn, name
             self.path = None  # every row is pending now: the committed file is not read again
             self._local = threading.local()
