@@ -139,6 +139,64 @@ def test_metadata_round_trips_through_add_delete_compact_and_reload(tmp_path: Pa
     assert {r[0] for r in rows} == set(survivors) | {"new"}
 
 
+def _plans(path: Path, fields: list[str]) -> dict[str, str]:
+    """SQLite's plan for a filter on each field, over the store as a reader queries it."""
+    import sqlite3
+
+    from mbret.indexes.filters import compile_where
+
+    conn = sqlite3.connect(path / "documents.sqlite")
+    plans = {}
+    for name in fields:
+        sql = compile_where(f'"{name}" >= ?', [1], fields).sql
+        rows = conn.execute(
+            f"EXPLAIN QUERY PLAN SELECT pos FROM documents WHERE added <= 9 AND (deleted IS NULL OR deleted > 9) "
+            f"AND {sql}",
+            [1],
+        ).fetchall()
+        plans[name] = " ".join(r[-1] for r in rows)
+    conn.close()
+    return plans
+
+
+def test_filters_read_an_index_per_metadata_field_up_to_the_cap(tmp_path: Path) -> None:
+    """A filter on a field reads that field's expression index, not every row's JSON; past
+    `MAX_INDEXED_FIELDS` fields the rest are scanned, and still filter right. A store written before field
+    indexes (here: indexes dropped) gets them at its next write."""
+    import sqlite3
+
+    from mbret.indexes.store import MAX_INDEXED_FIELDS
+
+    n, extra = 40, MAX_INDEXED_FIELDS + 3
+    names = [f"f{j:03d}" for j in range(extra)]
+    ids = [f"d{i}" for i in range(n)]
+    documents = [{"metadata": {name: (i + j) % 10 for j, name in enumerate(names)}} for i in range(n)]
+    index = FaissIndex(DIM, "flat")
+    index.add(ids, _dense(n), documents)
+    for name in (names[0], names[-1]):  # before any save: the pending store
+        assert len(index.select(f"{name} = ?", [3])) == 4
+    path = tmp_path / "idx"
+    index.save(path, _manifest("faiss"))
+    plans = _plans(path, names)
+    indexed = [name for name in names if "USING INDEX" in plans[name]]
+    assert indexed == names[:MAX_INDEXED_FIELDS], plans
+    index, manifest = load_index(path)
+    for name in (names[0], names[-1]):
+        expected = [i for i in range(n) if (i + int(name[1:])) % 10 == 3]
+        assert index.select(f"{name} = ?", [3]).tolist() == expected
+
+    conn = sqlite3.connect(path / "documents.sqlite")
+    for (table,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND name GLOB 'field_*'").fetchall():
+        conn.execute(f"DROP INDEX {table}")
+    conn.commit()
+    conn.close()
+    assert not any("USING INDEX" in plan for plan in _plans(path, names[:3]).values())
+    index.add(["new"], _dense(1, seed=3), [{"metadata": {names[0]: 3}}])
+    index.save(path, manifest)
+    assert all("USING INDEX" in plan for plan in _plans(path, names[:3]).values())
+    assert len(load_index(path)[0].select(f"{names[0]} = ?", [3])) == 5
+
+
 def test_nested_metadata_is_refused_with_its_file_and_line(tmp_path: Path) -> None:
     from mbret.data.datasets import load_corpus
 

@@ -50,7 +50,7 @@ from dataclasses import dataclass
 
 from mbret.errors import MbretError
 
-__all__ = ["Filter", "compile_where", "parse_param"]
+__all__ = ["Filter", "compile_where", "field_sql", "parse_param"]
 
 _PREFIX = "--where: "
 _VALUE_HINT = "pass values as parameters with `?` (CLI: `--param VALUE`)"
@@ -117,7 +117,8 @@ def _written(name: str) -> str:
     return quoted if quoted.isprintable() else repr(quoted)
 
 
-def _field_sql(name: str) -> str:
+def field_sql(name: str) -> str:
+    """The SQL expression a condition reads field `name` with (the document store indexes exactly this)."""
     path = '$."' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return "json_extract(metadata, '" + path.replace("'", "''") + "')"
 
@@ -388,7 +389,7 @@ class _Parser:
                 raise _fail(f"unknown field {_show(tok.value)} at position {tok.pos}; {known}")
             self.take()
             self.fields.setdefault(tok.value, None)
-            return _field_sql(tok.value)
+            return field_sql(tok.value)
         if self.at_kw("NULL"):
             raise _fail(
                 f"literal values are not allowed: 'NULL' at position {tok.pos}; "

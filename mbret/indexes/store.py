@@ -19,6 +19,10 @@ writer dies at, the vectors and the documents a reader sees are of one generatio
 holding a generation older than the last one finds no row for a document deleted since (its title and
 text come back as None, and filters skip it): `refresh()` catches up.
 
+Each metadata field (up to `MAX_INDEXED_FIELDS`, the first seen) gets an SQLite expression index on the
+very expression a filter reads it with (`filters.field_sql`), with the visibility columns beside it, so a
+filter on that field reads the matching index entries rather than every row's JSON.
+
 An index object's changes not yet saved are held in a private temporary SQLite file (`pending`), so
 searches see them and a save copies them over with SQL rather than row by row through Python.
 """
@@ -26,6 +30,7 @@ searches see them and a save copies them over with SQL rather than row by row th
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import sqlite3
@@ -45,6 +50,7 @@ from mbret.errors import IndexFormatError, MbretError
 
 STORE_FILE = "documents.sqlite"
 BUSY_TIMEOUT_MS = 30_000  # how long a connection waits for another's lock (a writer's commit) before failing
+MAX_INDEXED_FIELDS = 64  # metadata fields given an expression index; filters on others scan every row
 SELECTION_CACHE = 16  # filters whose matching positions are kept per store version (repeated filters are free)
 
 _SCHEMA = """
@@ -101,6 +107,26 @@ def _row(doc_id: str, document: Mapping[str, Any] | Document | None, store_text:
     if not store_text:
         title = text = None
     return doc_id, title, text, json.dumps(metadata, ensure_ascii=False, sort_keys=True)
+
+
+def _index_fields(conn: sqlite3.Connection, names: Sequence[str], committed: bool, schema: str = "main") -> None:
+    """Expression indexes for the metadata fields `names` (those that have none), inside the caller's
+    transaction. On a committed store they carry `added, deleted`, so a filter on one field is answered
+    from its index alone (`pos` is the rowid, in every index)."""
+    from mbret.indexes.filters import field_sql
+
+    have = {r[0] for r in conn.execute(f"SELECT name FROM {schema}.sqlite_master WHERE type = 'index'")}
+    room = MAX_INDEXED_FIELDS - sum(1 for n in have if n.startswith("field_"))
+    for name in names:
+        index = "field_" + hashlib.sha1(name.encode("utf-8")).hexdigest()[:16]
+        if index in have:
+            continue
+        if room <= 0:
+            break
+        columns = f"{field_sql(name)}, added, deleted" if committed else field_sql(name)
+        conn.execute(f"CREATE INDEX {schema}.{index} ON documents({columns})")
+        have.add(index)
+        room -= 1
 
 
 class DocumentStore:
@@ -193,6 +219,11 @@ class DocumentStore:
                 conn.executemany(
                     "INSERT INTO documents VALUES (?, ?, ?, ?, ?)", ((first + i, *r) for i, r in enumerate(rows))
                 )
+                new = conn.execute(
+                    "SELECT DISTINCT j.key FROM documents, json_each(documents.metadata) AS j WHERE pos >= ?",
+                    (first,),
+                ).fetchall()
+                _index_fields(conn, [r[0] for r in new], committed=False)
             self._changed()
 
     def delete(self, positions: Sequence[int]) -> None:
@@ -229,6 +260,8 @@ class DocumentStore:
                         f"FROM ({' UNION ALL '.join(parts)}) AS u JOIN remap ON remap.old = u.pos",
                         values,
                     )
+                names = conn.execute("SELECT DISTINCT j.key FROM documents, json_each(documents.metadata) AS j")
+                _index_fields(conn, [r[0] for r in names.fetchall()], committed=False)
             for schema in ("old", "was"):
                 with contextlib.suppress(sqlite3.OperationalError):
                     conn.execute(f"DETACH DATABASE {schema}")
@@ -385,6 +418,9 @@ class DocumentStore:
                         "FROM pending.documents, json_each(pending.documents.metadata) AS j",
                         (generation,),
                     )
+                # every field, so a store written before field indexes gets them at its next write
+                names = conn.execute("SELECT name FROM main.fields ORDER BY added, name").fetchall()
+                _index_fields(conn, [r[0] for r in names], committed=True)
         finally:
             conn.close()
 
@@ -431,6 +467,8 @@ class DocumentStore:
                     "FROM main.documents, json_each(main.documents.metadata) AS j",
                     (generation,),
                 )
+                names = conn.execute("SELECT name FROM main.fields ORDER BY added, name").fetchall()
+                _index_fields(conn, [r[0] for r in names], committed=True)
                 conn.execute(
                     "INSERT OR REPLACE INTO settings VALUES ('store_text', ?)", ("1" if self.store_text else "0",)
                 )
