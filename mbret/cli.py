@@ -283,7 +283,10 @@ def index(
 
 @app.command()
 def search(
-    index_dir: Annotated[Path, typer.Argument(metavar="DIR", help="Index directory from `mbret index`.")],
+    index_dir: Annotated[
+        Path,
+        typer.Argument(metavar="DIR", help="Index directory from `mbret index` (with --url: a served index's name)."),
+    ],
     queries: Annotated[list[str], typer.Argument(metavar="QUERY...", help="One or more queries.")],
     k: Annotated[int, typer.Option("-k", "--top-k", help="Hits per query.")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
@@ -304,15 +307,23 @@ def search(
     ] = 200,
     device: DeviceOpt = None,
     dtype: DtypeOpt = "auto",
+    url: Annotated[
+        str | None,
+        typer.Option("--url", help="Search a running `mbret serve` at this address; DIR names the served index."),
+    ] = None,
+    api_key_file: Annotated[
+        Path | None, typer.Option("--api-key-file", help="With --url: a file holding the service's API key.")
+    ] = None,
 ) -> None:
     """Search an index with the model it was built with, optionally among the documents a metadata
-    condition (--where) or an id list (--ids) selects.
+    condition (--where) or an id list (--ids) selects; with --url, the same search through a running
+    `mbret serve`.
 
     Examples: mbret search runs/scifact-mini "vitamin D and bone density" -k 5 --show-text;
-    mbret search idx "parsing" --where "year >= ? AND venue IN (?, ?)" --param 2020 --param ACL --param EMNLP
+    mbret search idx "parsing" --where "year >= ? AND venue IN (?, ?)" --param 2020 --param ACL --param EMNLP;
+    mbret search --url http://127.0.0.1:8000 scifact-mini "vitamin D" -k 5
     """
     from mbret.indexes.filters import parse_param
-    from mbret.retrieval import Retriever
 
     if snippet < 0:
         raise MbretError(f"--snippet {snippet}: must be 0 (all) or a positive number of characters")
@@ -320,20 +331,42 @@ def search(
     if params and where is None:
         raise MbretError("--param gives values for the ? of --where; add --where")
     chosen = _read_ids(ids) if ids is not None else None
-    retriever = Retriever.load(
-        index_dir, device=device, dtype=dtype, query_expansion=query_expansion, query_length=query_length
-    )
-    retriever.configure_search(PlaidSearchParams(n_ivf_probe, centroid_score_threshold, n_candidates, n_full_scores))
-    if chosen is not None:
-        unknown = sum(1 for d in chosen if d not in retriever.index)
-        if unknown:
-            typer.echo(f"note: {unknown} of {len(chosen)} ids in {ids} are not in the index", err=True)
-    note = retriever.cut_queries_note(queries)
-    if note:
-        typer.echo(f"note: {note}", err=True)
-    results = retriever.search(
-        queries, k=k, where=where, params=params, ids=chosen, return_documents=show_text or as_json
-    )
+    if url is not None:
+        from mbret.client import Client
+
+        local_only = {"--query-expansion": query_expansion, "--query-length": query_length, "--device": device}
+        given = [flag for flag, value in local_only.items() if value is not None]
+        if given or dtype != "auto":
+            raise MbretError(f"{', '.join(given or ['--dtype'])}: set by the service, not with --url")
+        from mbret.serve.config import read_api_key
+
+        key = read_api_key(api_key_file) if api_key_file is not None else None
+        results = Client(url, api_key=key).search(
+            str(index_dir), queries, k=k, where=where, params=params, ids=chosen,
+            return_documents=show_text or as_json, n_ivf_probe=n_ivf_probe,
+            centroid_score_threshold=centroid_score_threshold, n_candidates=n_candidates, n_full_scores=n_full_scores,
+        )  # fmt: skip
+    else:
+        from mbret.retrieval import Retriever
+
+        if api_key_file is not None:
+            raise MbretError("--api-key-file goes with --url")
+        retriever = Retriever.load(
+            index_dir, device=device, dtype=dtype, query_expansion=query_expansion, query_length=query_length
+        )
+        retriever.configure_search(
+            PlaidSearchParams(n_ivf_probe, centroid_score_threshold, n_candidates, n_full_scores)
+        )
+        if chosen is not None:
+            unknown = sum(1 for d in chosen if d not in retriever.index)
+            if unknown:
+                typer.echo(f"note: {unknown} of {len(chosen)} ids in {ids} are not in the index", err=True)
+        note = retriever.cut_queries_note(queries)
+        if note:
+            typer.echo(f"note: {note}", err=True)
+        results = retriever.search(
+            queries, k=k, where=where, params=params, ids=chosen, return_documents=show_text or as_json
+        )
 
     def cut(text: str | None) -> str | None:
         return text if text is None or not snippet or len(text) <= snippet else text[:snippet].rstrip() + "…"
@@ -381,6 +414,84 @@ def _read_ids(path: Path) -> list[str]:
     if not chosen:
         raise MbretError(f"--ids {path}: no doc ids in the file (one per line)")
     return chosen
+
+
+@app.command()
+def serve(
+    index_dirs: Annotated[
+        list[Path], typer.Argument(metavar="DIR...", help="Index directories, each served under its directory name.")
+    ],
+    host: Annotated[str, typer.Option("--host", help="Address to listen on (127.0.0.1: this machine only).")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8000,
+    workers: Annotated[
+        int,
+        typer.Option("--workers", help="Worker processes, each loading every index and model once; writes stay safe."),
+    ] = 1,
+    device: DeviceOpt = None,
+    api_key_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--api-key-file", help="Require this file's key (Authorization: Bearer KEY) on /indexes and /metrics."
+        ),
+    ] = None,
+    read_only: Annotated[bool, typer.Option("--read-only", help="Refuse writes (403); search only.")] = False,
+    max_k: Annotated[int, typer.Option("--max-k", help="Largest k a search may ask for.")] = 1000,
+    max_body_mb: Annotated[float, typer.Option("--max-body-mb", help="Largest request body, in MiB.")] = 16.0,
+    max_pending_writes: Annotated[
+        int, typer.Option("--max-pending-writes", help="Writes queued per index before 503 + Retry-After.")
+    ] = 64,
+    batch_window_ms: Annotated[
+        float,
+        typer.Option("--batch-window-ms", help="How long query encoding waits to batch concurrent requests (0: none)."),
+    ] = 2.0,
+    access_log: Annotated[bool, typer.Option("--access-log", help="Log every request (uvicorn's access log).")] = False,
+) -> None:
+    """Serve indexes over HTTP: search (with filters and documents), add and delete documents (answered
+    once committed to disk), info, /health, /metrics (Prometheus), OpenAPI docs at /docs and a search
+    page at /. Needs the package's serve extra (fastapi, uvicorn).
+
+    Example: mbret serve runs/scifact-mini --port 8000, then
+    curl -s localhost:8000/indexes/scifact-mini/search -d '{"queries": ["vitamin D"], "k": 3}'
+    """
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn
+    except ImportError:
+        raise MbretError("mbret serve needs the serve extra: pip install 'mbret[serve]'") from None
+    from mbret.indexes.base import read_manifest
+    from mbret.serve.config import ServeConfig, read_api_key
+
+    names: dict[str, Path] = {}
+    for path in index_dirs:
+        read_manifest(path)  # a missing or broken index fails here, before anything starts
+        name = path.absolute().name
+        if name in names:
+            raise MbretError(f"{path}: {names[name]} is already served as {name!r}; give each a distinct name")
+        names[name] = path
+    for flag, value in (("--workers", workers), ("--max-k", max_k), ("--max-pending-writes", max_pending_writes)):
+        if value < 1:
+            raise MbretError(f"{flag} {value}: must be at least 1")
+    if batch_window_ms < 0 or max_body_mb <= 0:
+        raise MbretError("--batch-window-ms must be >= 0 and --max-body-mb > 0")
+    if api_key_file is not None:
+        read_api_key(api_key_file)
+    config = ServeConfig(
+        indexes=tuple(str(p) for p in index_dirs), device=device,
+        api_key_file=str(api_key_file) if api_key_file else None, read_only=read_only, max_k=max_k,
+        max_body_bytes=int(max_body_mb * 1024 * 1024), max_pending_writes=max_pending_writes,
+        batch_window_ms=batch_window_ms,
+    )  # fmt: skip
+    options = {"host": host, "port": port, "access_log": access_log, "timeout_graceful_shutdown": 60}
+    typer.echo(f"serving {', '.join(names)} at http://{host}:{port} (docs: /docs, search page: /)", err=True)
+    if workers == 1:
+        from mbret.serve.app import create_app
+
+        uvicorn.run(create_app(config), **options)
+    else:
+        os.environ["MBRET_SERVE_CONFIG"] = config.to_json()
+        uvicorn.run("mbret.serve.app:app_from_environment", factory=True, workers=workers, **options)
 
 
 @app.command()

@@ -186,7 +186,8 @@ def test_filters_read_an_index_per_metadata_field_up_to_the_cap(tmp_path: Path) 
         assert index.select(f"{name} = ?", [3]).tolist() == expected
 
     conn = sqlite3.connect(path / "documents.sqlite")
-    for (table,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND name GLOB 'field_*'").fetchall():
+    listed = conn.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND name GLOB 'field_*'").fetchall()
+    for (table,) in listed:
         conn.execute(f"DROP INDEX {table}")
     conn.commit()
     conn.close()

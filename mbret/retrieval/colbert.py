@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import json
 import string
+import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -143,7 +144,12 @@ def _configure_queries(transformer: Any, expansion: bool, query_length: int) -> 
 
 @dataclass
 class ColBERTEncoder:
-    """Queries and documents to bags of unit-norm token vectors, scored by MaxSim."""
+    """Queries and documents to bags of unit-norm token vectors, scored by MaxSim.
+
+    Thread safety: any number of threads may encode at once; each tokenization and each batch runs alone
+    under `lock` (a Hugging Face tokenizer must not be used by two threads at once, and queries and
+    documents set it to different lengths), so a long corpus encoding lets other threads' queries through
+    between its batches."""
 
     model: Any  # sentence_transformers.MultiVectorEncoder
     name: str
@@ -151,6 +157,7 @@ class ColBERTEncoder:
     # what a ColBERT/PyLate checkpoint came with (None for a head built here): its expansion and query length
     own_query_expansion: bool | None = None
     own_query_length: int | None = None
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     @classmethod
     def load(
@@ -246,9 +253,10 @@ class ColBERTEncoder:
     def query_token_counts(self, queries: Sequence[str]) -> np.ndarray:
         """Tokens each query has with its marker, before any cut or expansion."""
         prefix = self.prompts.get("query") or ""
-        ids = self.model.tokenizer(
-            [prefix + q for q in queries], return_attention_mask=False, return_token_type_ids=False, verbose=False
-        )["input_ids"]
+        with self.lock:
+            ids = self.model.tokenizer(
+                [prefix + q for q in queries], return_attention_mask=False, return_token_type_ids=False, verbose=False
+            )["input_ids"]
         return np.fromiter((len(i) for i in ids), dtype=np.int64, count=len(ids))
 
     def count_cut_queries(self, queries: Sequence[str]) -> int:
@@ -268,9 +276,10 @@ class ColBERTEncoder:
     ) -> list[torch.Tensor]:
         """One (tokens, dim) float32 tensor per query, on the CPU: `query_length` tokens with query expansion,
         the query's own (at most `query_length`) without."""
-        out = self.model.encode_query(
-            list(queries), batch_size=batch_size, show_progress_bar=show_progress, convert_to_numpy=False
-        )
+        with self.lock:
+            out = self.model.encode_query(
+                list(queries), batch_size=batch_size, show_progress_bar=show_progress, convert_to_numpy=False
+            )
         return [t.float().cpu() for t in out]
 
     def encode_corpus(
@@ -305,12 +314,13 @@ class ColBERTEncoder:
             total=len(documents), desc="Encoding corpus", unit="doc", disable=not show_progress, dynamic_ncols=True
         ) as bar:
             for batch, rows in enumerate(token_budget_batches(lengths, batch_size, budget)):
-                encoded = self.model.encode_document(
-                    [documents[i] for i in rows],
-                    batch_size=len(rows),
-                    show_progress_bar=False,
-                    convert_to_numpy=False,
-                )
+                with self.lock:
+                    encoded = self.model.encode_document(
+                        [documents[i] for i in rows],
+                        batch_size=len(rows),
+                        show_progress_bar=False,
+                        convert_to_numpy=False,
+                    )
                 for i, tokens in zip(rows, encoded):
                     if used + len(tokens) <= len(buffer):
                         out[i] = buffer[used : used + len(tokens)]
@@ -327,13 +337,14 @@ class ColBERTEncoder:
     def token_lengths(self, documents: Sequence[str]) -> np.ndarray:
         """Tokens each document will have after its prefix and truncation (before the skiplist)."""
         prefix = self.prompts.get("document") or ""
-        ids = self.model.tokenizer(
-            [prefix + d for d in documents],
-            truncation=True,
-            max_length=self.document_length,
-            return_attention_mask=False,
-            return_token_type_ids=False,
-        )["input_ids"]
+        with self.lock:
+            ids = self.model.tokenizer(
+                [prefix + d for d in documents],
+                truncation=True,
+                max_length=self.document_length,
+                return_attention_mask=False,
+                return_token_type_ids=False,
+            )["input_ids"]
         return np.fromiter((len(i) for i in ids), dtype=np.int64, count=len(ids))
 
     def count_tokens(self, documents: Sequence[str]) -> int:

@@ -7,8 +7,9 @@ batches neighbours of equal length, so padding costs almost nothing; the result 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -70,12 +71,17 @@ def _ensure_normalized(st_model: Any) -> None:
 
 @dataclass
 class DenseEncoder:
-    """A sentence-transformers model used as a retriever: queries and documents to unit vectors."""
+    """A sentence-transformers model used as a retriever: queries and documents to unit vectors.
+
+    Thread safety: any number of threads may encode at once; each tokenization and each batch runs alone
+    under `lock` (a Hugging Face tokenizer must not be used by two threads at once), so a long corpus
+    encoding lets other threads' queries through between its batches."""
 
     model: Any  # sentence_transformers.SentenceTransformer
     name: str
     query_prompt: str | None = None
     document_prompt: str | None = None
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     @classmethod
     def load(
@@ -126,9 +132,10 @@ class DenseEncoder:
         if not queries:
             return 0
         prefix = self.query_prompt or ""
-        ids = self.model.tokenizer(
-            [prefix + q for q in queries], return_attention_mask=False, return_token_type_ids=False, verbose=False
-        )["input_ids"]
+        with self.lock:
+            ids = self.model.tokenizer(
+                [prefix + q for q in queries], return_attention_mask=False, return_token_type_ids=False, verbose=False
+            )["input_ids"]
         return sum(len(i) > self.max_length for i in ids)
 
     def encode_queries(self, queries: Sequence[str], batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
@@ -171,23 +178,25 @@ class DenseEncoder:
             return out
         tokenizer = self.model.tokenizer
         inputs = [prompt + t for t in texts] if prompt else list(texts)
-        token_ids = tokenizer(
-            inputs,
-            truncation=True,
-            max_length=self.max_length,
-            padding=False,
-            return_attention_mask=False,
-            return_token_type_ids=False,
-        )["input_ids"]
+        with self.lock:
+            token_ids = tokenizer(
+                inputs,
+                truncation=True,
+                max_length=self.max_length,
+                padding=False,
+                return_attention_mask=False,
+                return_token_type_ids=False,
+            )["input_ids"]
         lengths = np.fromiter((len(ids) for ids in token_ids), dtype=np.int64, count=len(token_ids))
         budget = max_tokens or (DEFAULT_MAX_TOKENS_GPU if self.device.type == "cuda" else DEFAULT_MAX_TOKENS_CPU)
         self.model.eval()
         device = self.device
         with tqdm(total=len(texts), desc=desc, unit="text", disable=not show_progress, dynamic_ncols=True) as bar:
             for rows in token_budget_batches(lengths, batch_size, budget):
-                batch = tokenizer.pad({"input_ids": [token_ids[i] for i in rows]}, return_tensors="pt")
-                features = {key: value.to(device) for key, value in batch.items()}
-                embeddings = self.model(features)["sentence_embedding"]
+                with self.lock:
+                    batch = tokenizer.pad({"input_ids": [token_ids[i] for i in rows]}, return_tensors="pt")
+                    features = {key: value.to(device) for key, value in batch.items()}
+                    embeddings = self.model(features)["sentence_embedding"]
                 embeddings = torch.nn.functional.normalize(embeddings.float(), dim=-1)
                 out[rows] = embeddings.cpu().numpy()
                 bar.update(len(rows))

@@ -299,13 +299,30 @@ class Retriever:
             self.index.documents.check_where(where, params)
         start = time.perf_counter()
         embeddings = self.encoder.encode_queries(queries, batch_size=self.batch_size, show_progress=show_progress)
-        encoded = time.perf_counter()
+        self.timings["encode_queries_s"] = time.perf_counter() - start
+        return self.search_embeddings(
+            embeddings, k, where=where, params=params, ids=ids, return_documents=return_documents
+        )
+
+    def search_embeddings(
+        self,
+        embeddings: Any,
+        k: int = 10,
+        where: str | None = None,
+        params: Sequence[Any] = (),
+        ids: Iterable[str] | None = None,
+        return_documents: bool = False,
+        **search_options: Any,
+    ) -> list[list[Hit]]:
+        """`search` for queries already encoded by this retriever's encoder (a service batches the
+        encoding of many requests, then searches each request's queries with its own k and filter).
+        `search_options` go to the index's search (PLAID's `search_params`)."""
+        start = time.perf_counter()
         if where is None and ids is None:
-            results = self.index.search(embeddings, k)
+            results = self.index.search(embeddings, k, **search_options)
         else:
-            results = self.index.search(embeddings, k, where=where, params=params, ids=ids)
-        self.timings["encode_queries_s"] = encoded - start
-        self.timings["search_s"] = time.perf_counter() - encoded
+            results = self.index.search(embeddings, k, where=where, params=params, ids=ids, **search_options)
+        self.timings["search_s"] = time.perf_counter() - start
         hits = [[Hit(doc_id, score) for doc_id, score in row] for row in results]
         if return_documents:
             flat = [hit for row in hits for hit in row]
