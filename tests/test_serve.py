@@ -5,12 +5,8 @@ draining and `kill -9` under load (loopback only, bounded in time)."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -22,46 +18,15 @@ from fastapi.testclient import TestClient
 from mbret.client import Client, ServiceError
 from mbret.indexes import load_index
 from mbret.io import index_lock
-from mbret.retrieval import Retriever
 from mbret.serve import ServeConfig, create_app
 
-TOPICS = ("cancer risk", "brain activity", "vitamin levels", "heart disease", "vector search", "immune response")
-
-
-def _corpus(n: int = 40) -> dict[str, dict[str, Any]]:
-    return {
-        f"d{i}": {
-            "title": f"Study {i}",
-            "text": f"a study of {TOPICS[i % len(TOPICS)]} in group {i}",
-            "metadata": {"year": 2000 + i % 25, "venue": ("ACL", "SIGIR")[i % 2]},
-        }
-        for i in range(n)
-    }
-
-
-@pytest.fixture(scope="module")
-def indexes(tmp_path_factory: pytest.TempPathFactory, tiny_model: str) -> dict[str, Path]:
-    """A dense flat and a ColBERT PLAID index of one small corpus, built once; tests copy them."""
-    root = tmp_path_factory.mktemp("served")
-    out = {}
-    for mode, index_type in (("dense", "flat"), ("colbert", "plaid")):
-        retriever = Retriever.build(_corpus(), tiny_model, mode=mode, index_type=index_type, show_progress=False)
-        retriever.save(root / index_type)
-        out[index_type] = root / index_type
-    return out
-
-
-def _copy(source: Path, target: Path) -> Path:
-    import shutil
-
-    shutil.copytree(source, target)
-    return target
+from .serving import TOPICS, Server, copy_index
 
 
 @pytest.fixture()
-def served(indexes: dict[str, Path], tmp_path: Path):  # noqa: ANN201
+def served(served_indexes: dict[str, Path], tmp_path: Path):  # noqa: ANN201
     def make(**options: Any) -> TestClient:
-        paths = [str(_copy(p, tmp_path / name)) for name, p in indexes.items()]
+        paths = [str(copy_index(p, tmp_path / name)) for name, p in served_indexes.items()]
         return TestClient(create_app(ServeConfig(indexes=tuple(paths), **options)))
 
     return make
@@ -258,41 +223,11 @@ def test_a_full_write_queue_answers_503_with_retry_after(served) -> None:  # noq
 # ------------------------------------------------------------------------------------------- live server
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class _Server:
-    def __init__(self, paths: list[Path], *options: str, log: Path) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.log = open(log, "ab")  # noqa: SIM115 - closed in stop()
-        command = [sys.executable, "-m", "mbret.cli", "serve", *map(str, paths), "--port", str(self.port), *options]
-        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=env)
-        self.client = Client(self.url, timeout=60)
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if self.client.health()["status"] == "ready":
-                    return
-            except Exception:  # noqa: BLE001 - not up yet
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"server did not start: {log.read_text()[-2000:]}") from None
-                time.sleep(0.2)
-
-    def stop(self, sig: int = signal.SIGKILL) -> int:
-        self.process.send_signal(sig)
-        code = self.process.wait(90)
-        self.log.close()
-        return code
-
-
-def test_client_and_cli_search_url_talk_to_a_live_server(indexes: dict[str, Path], tmp_path: Path, cli, capsys) -> None:  # noqa: ANN001
-    path = _copy(indexes["flat"], tmp_path / "flat")
-    server = _Server([path], log=tmp_path / "server.log")
+def test_client_and_cli_search_url_talk_to_a_live_server(
+    served_indexes: dict[str, Path], tmp_path: Path, cli, capsys
+) -> None:  # noqa: ANN001
+    path = copy_index(served_indexes["flat"], tmp_path / "flat")
+    server = Server([path], log=tmp_path / "server.log")
     try:
         client = server.client
         assert client.info()["indexes"][0]["name"] == "flat"
@@ -405,12 +340,12 @@ def _check_acknowledged(path: Path, log: dict[str, Any]) -> None:
     assert set(index.doc_ids) - {None} <= known  # nothing but what clients sent
 
 
-def test_kill_9_under_load_loses_no_acknowledged_write(indexes: dict[str, Path], tmp_path: Path) -> None:
-    path = _copy(indexes["flat"], tmp_path / "flat")
+def test_kill_9_under_load_loses_no_acknowledged_write(served_indexes: dict[str, Path], tmp_path: Path) -> None:
+    path = copy_index(served_indexes["flat"], tmp_path / "flat")
     acknowledged: dict[str, Any] = {}
     deletable = [f"d{i}" for i in range(40)]
     for cycle in range(3):
-        server = _Server([path], log=tmp_path / "server.log")
+        server = Server([path], log=tmp_path / "server.log")
         log: dict[str, Any] = {}
         stop = threading.Event()
         load = threading.Thread(target=_load, args=(server.client, "flat", f"c{cycle}", deletable, log, stop))
@@ -425,7 +360,7 @@ def test_kill_9_under_load_loses_no_acknowledged_write(indexes: dict[str, Path],
         for key in ("added", "deleted", "in_flight"):
             acknowledged.setdefault(key, []).extend(log.get(key, []))
         _check_acknowledged(path, acknowledged)  # after each restart, everything acknowledged so far
-    restarted = _Server([path], log=tmp_path / "server.log")
+    restarted = Server([path], log=tmp_path / "server.log")
     try:
         last = acknowledged["added"][-1]
         assert restarted.client.get("flat", last[0]).doc_id == last[0]  # searchable after the restart
@@ -435,9 +370,9 @@ def test_kill_9_under_load_loses_no_acknowledged_write(indexes: dict[str, Path],
         restarted.stop(signal.SIGTERM)
 
 
-def test_sigterm_drains_writes_and_two_workers_share_one_index(indexes: dict[str, Path], tmp_path: Path) -> None:
-    path = _copy(indexes["plaid"], tmp_path / "plaid")
-    server = _Server([path], "--workers", "2", log=tmp_path / "server.log")
+def test_sigterm_drains_writes_and_two_workers_share_one_index(served_indexes: dict[str, Path], tmp_path: Path) -> None:
+    path = copy_index(served_indexes["plaid"], tmp_path / "plaid")
+    server = Server([path], "--workers", "2", log=tmp_path / "server.log")
     log: dict[str, Any] = {}
     stop = threading.Event()
     deletable = [f"d{i}" for i in range(40)]
