@@ -12,9 +12,9 @@ HNSW (all-MiniLM-L6-v2), all 300 test queries are searched at k=10 in one call:
 
 Recall is of the true filtered top 10: exact MaxSim over the uncompressed token vectors (an exact index
 of the same vectors, filtered) for PLAID, exact inner product (FAISS flat, filtered) for HNSW. Queries/s
-are the best of three passes (fifteen for HNSW), unfiltered measured again beside each share (a machine's speed drifts over
-the minutes the over-fetch passes take); the SQL filter runs once per call (its time is printed on its
-own).
+are the best of three passes (fifteen for HNSW), unfiltered measured again beside each share (a
+machine's speed drifts over the minutes the over-fetch passes take); the SQL filter runs once per call
+(its time is printed on its own).
 
     python benchmarks/filtered_search.py --data ../shared/data/beir/scifact --work runs/filter-bench
 """
