@@ -122,14 +122,15 @@ def scifact_colbert_suite(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def served_indexes(tmp_path_factory: pytest.TempPathFactory, tiny_model: str) -> dict[str, Path]:
-    """A dense flat and a ColBERT PLAID index of `serving.served_corpus()`, built once; tests copy them."""
+    """A dense flat, a ColBERT PLAID and a ColBERT exact index of `serving.served_corpus()`, built once;
+    tests copy them."""
     from mbret.retrieval import Retriever
 
     from .serving import served_corpus
 
     root = tmp_path_factory.mktemp("served")
     out = {}
-    for mode, index_type in (("dense", "flat"), ("colbert", "plaid")):
+    for mode, index_type in (("dense", "flat"), ("colbert", "plaid"), ("colbert", "exact")):
         retriever = Retriever.build(served_corpus(), tiny_model, mode=mode, index_type=index_type, show_progress=False)
         retriever.save(root / index_type)
         out[index_type] = root / index_type

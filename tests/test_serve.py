@@ -34,10 +34,10 @@ def served(served_indexes: dict[str, Path], tmp_path: Path):  # noqa: ANN201
 
 def test_search_add_get_delete_and_info_on_dense_and_plaid(served) -> None:  # noqa: ANN001
     with served() as http:
-        assert http.get("/health").json() == {"status": "ready", "indexes": ["flat", "plaid"]}
+        assert http.get("/health").json() == {"status": "ready", "indexes": ["exact", "flat", "plaid"]}
         listed = {row["name"]: row for row in http.get("/indexes").json()["indexes"]}
         assert listed["plaid"]["mode"] == "colbert" and listed["flat"]["num_live"] == 40
-        for name in ("flat", "plaid"):
+        for name in ("flat", "plaid", "exact"):
             body = {"queries": ["vitamin levels", "brain activity"], "k": 5, "where": "venue = ?", "params": ["ACL"]}
             answer = http.post(f"/indexes/{name}/search", json=body).json()
             assert answer["generation"] == 1 and len(answer["results"]) == 2
@@ -147,7 +147,10 @@ def test_malformed_bodies_at_every_endpoint_never_give_a_500(served) -> None:  #
                 if response.status_code >= 400:
                     assert set(response.json()["error"]) == {"code", "message"}
             huge = http.request(method, path, content=b'{"queries": ["' + b"y" * 100_000 + b'"]}')
-            assert huge.status_code in (200, 413) and (huge.status_code == 413 or method == "GET")
+            assert huge.status_code == 413 and huge.json()["error"]["code"] == "body_too_large"
+            chunked = http.request(method, path, content=iter([b'{"queries": ["', b"y" * 100_000, b'"]}']))
+            assert "content-length" not in chunked.request.headers
+            assert chunked.status_code == 413 or (method == "GET" and chunked.status_code == 200), chunked.text
         assert http.post("/indexes/flat/search", json={"queries": ["x"]}).status_code == 200
 
 
@@ -203,8 +206,8 @@ def test_a_full_write_queue_answers_503_with_retry_after(served) -> None:  # noq
             first = threading.Thread(target=add, args=("w1",))
             first.start()
             deadline = time.monotonic() + 10
-            while index.pending_writes and time.monotonic() < deadline:  # taken by the writer
-                time.sleep(0.01)
+            while not (index.committing and not index.pending_writes) and time.monotonic() < deadline:
+                time.sleep(0.01)  # until the writer has taken w1 (and waits for the lock)
             second = threading.Thread(target=add, args=("w2",))
             second.start()
             while not index.pending_writes and time.monotonic() < deadline:
@@ -385,3 +388,22 @@ def test_sigterm_drains_writes_and_two_workers_share_one_index(served_indexes: d
     # two processes committed to one index: a lost race would show as a refused (500) write
     assert log.get("added") and not [s for s in log.get("refused", []) if s != 503], log.get("refused")
     _check_acknowledged(path, log)
+
+
+def test_a_write_that_fails_to_save_is_answered_500_and_dropped(served, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    with served() as http:
+        index = http.app.state.served["plaid"]
+
+        def full_disk(*args: Any, **kwargs: Any) -> None:
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(index.retriever, "save", full_disk)
+        failed = http.post("/indexes/plaid/documents", json={"documents": [{"_id": "lost", "text": "vitamin levels"}]})
+        assert failed.status_code == 500 and failed.json()["error"]["code"] == "write_failed"
+        assert "No space left" in failed.json()["error"]["message"]
+        assert http.get("/indexes/plaid/documents/lost").status_code == 404  # not left in memory either
+        hits = http.post("/indexes/plaid/search", json={"queries": ["vitamin levels"], "k": 41}).json()
+        assert "lost" not in [h["doc_id"] for h in hits["results"][0]] and hits["generation"] == 1
+        monkeypatch.undo()
+        again = http.post("/indexes/plaid/documents", json={"documents": [{"_id": "lost", "text": "vitamin levels"}]})
+        assert again.status_code == 200 and again.json()["generation"] == 2

@@ -8,6 +8,7 @@ loop, many at once, and a write's caller waits for its commit on a thread, not o
 from __future__ import annotations
 
 import hmac
+import json
 import time
 from collections.abc import Sequence
 from contextlib import asynccontextmanager
@@ -64,6 +65,48 @@ class DeleteRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     ids: list[str]
+
+
+class _BodyLimit:
+    """Reads a request's body before the app does and answers 413 itself once it passes `limit` bytes,
+    so a body sent without a Content-Length (chunked), which the header check in `_guard` cannot see,
+    is refused as it streams in. (An exception raised from `receive` instead reaches FastAPI wrapped by
+    the middleware's task group, and comes out as a 400.)"""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        chunks, seen = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunks.append(message.get("body", b""))
+            seen += len(chunks[-1])
+            if seen > self.limit:
+                body = json.dumps(
+                    {"error": {"code": "body_too_large", "message": f"the body is over {self.limit} bytes"}}
+                )
+                headers = [(b"content-type", b"application/json"), (b"x-mbret-error", b"body_too_large")]
+                await send({"type": "http.response.start", "status": 413, "headers": headers})
+                await send({"type": "http.response.body", "body": body.encode()})
+                return
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Any:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
 
 
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -156,6 +199,8 @@ def create_app(config: ServeConfig, indexes: dict[str, ServedIndex] | None = Non
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:
         return _error(500, "internal", f"internal error ({exc.__class__.__name__}); the service keeps running")
+
+    app.add_middleware(_BodyLimit, limit=config.max_body_bytes)  # inside _guard, so its 413s are counted
 
     @app.middleware("http")
     async def _guard(request: Request, call_next):  # noqa: ANN001, ANN202

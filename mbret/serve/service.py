@@ -15,6 +15,7 @@ changes it (see each index's thread-safety note):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
@@ -67,6 +68,7 @@ class ServedIndex:
         self._writing = threading.Lock()  # held by the writer while it changes and saves the index
         self._seen_manifest = self._manifest_stamp()
         self._closed = False
+        self._committing = False
         self._writer = threading.Thread(target=self._write_loop, name=f"mbret-writer-{name}", daemon=True)
         self._writer.start()
 
@@ -87,7 +89,13 @@ class ServedIndex:
 
     @property
     def pending_writes(self) -> int:
+        """Writes queued, not yet taken by the writer."""
         return self._writes.qsize()
+
+    @property
+    def committing(self) -> bool:
+        """Whether the writer is applying and saving a group of writes now."""
+        return self._committing
 
     def _manifest_stamp(self) -> tuple[int, int] | None:
         try:
@@ -195,33 +203,39 @@ class ServedIndex:
             self._commit(group)
 
     def _commit(self, group: list[_Write]) -> None:
-        applied: list[_Write] = []
+        """Apply `group` and save it as one generation; every write of it is answered, whatever happens."""
+        generation: int | None = None
         with self._writing:
+            self._committing = True
             try:
+                applied = 0
                 with index_lock(self.path):
                     self.retriever.refresh()  # another process's commit first: ours goes on top of it
                     for write in group:
                         try:
                             self._apply(write)
-                        except ServeError as exc:
+                            applied += 1
+                        except ServeError as exc:  # this write alone is refused; the others go on
                             write.error = exc
-                        else:
-                            applied.append(write)
                     if applied:
                         self.retriever.save(self.path)
                     self._seen_manifest = self._manifest_stamp()
+                generation = self.generation
             except BaseException as exc:  # nothing of this group is committed: drop its changes from memory
-                self._reload()
-                for write in applied:
-                    write.error = ServeError(500, "write_failed", f"index {self.name!r}: the write failed ({exc})")
-                applied = []
+                failed = ServeError(500, "write_failed", f"index {self.name!r}: not committed ({exc})")
+                for write in group:
+                    if write.error is None:
+                        write.error = failed
+                with contextlib.suppress(Exception):
+                    self._reload()
                 if not isinstance(exc, Exception):
                     raise
-            generation = self.generation
-        for write in group:
-            if write.error is None:
-                write.generation = generation
-            write.done.set()
+            finally:
+                self._committing = False
+                for write in group:
+                    if write.error is None:
+                        write.generation = generation
+                    write.done.set()
 
     def _apply(self, write: _Write) -> None:
         index = self.index
