@@ -351,3 +351,51 @@ def test_refresh_picks_up_another_processs_commit(tmp_path: Path, kind: str) -> 
     assert reader.search(query, k=1)[0][0][0] != "late"
     assert reader.refresh() is True and reader.generation == writer.generation
     assert reader.search(query, k=1)[0][0][0] == "late" and "d0" not in reader
+
+
+@pytest.mark.parametrize("kind", ["flat", "exact"])
+def test_searches_go_on_while_a_save_writes_its_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """A save holds searches off only for the moment its object takes on the new generation, not while it
+    writes its files: here the file write is held until a search has finished beside it, and an add
+    started meanwhile waits for the save, so the saved generation holds exactly what was there."""
+    import torch
+
+    import mbret.indexes.faiss_index as faiss_module
+    import mbret.indexes.maxsim as maxsim_module
+    from mbret.indexes import ExactMaxSimIndex
+
+    ids = [f"d{i}" for i in range(50)]
+    if kind == "flat":
+        index, query = FaissIndex(8, "flat"), _vectors(1, 9)
+        index.add(ids, _vectors(50, 1))
+        manifest, module, name = _manifest(), faiss_module.faiss, "serialize_index"
+    else:
+        index, query = ExactMaxSimIndex(8), [torch.from_numpy(_vectors(3, 9))]
+        index.add(ids, [torch.from_numpy(_vectors(4, i)) for i in range(50)])
+        manifest = Manifest(kind="maxsim", mode="colbert", model="m", dimension=8, normalized=True, max_length=16,
+                            num_docs=0, index_type="exact")  # fmt: skip
+        module, name = maxsim_module, "_append"
+    writing, searched = threading.Event(), threading.Event()
+    original = getattr(module, name)
+
+    def held(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        writing.set()
+        assert searched.wait(30), "no search finished while the save wrote its files"
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, held)
+    saver = threading.Thread(target=index.save, args=(tmp_path / "idx", manifest))
+    saver.start()
+    assert writing.wait(30)
+    added = threading.Thread(target=index.add, args=(["late"], _vectors(1, 5) if kind == "flat" else
+                                                      [torch.from_numpy(_vectors(2, 5))]))  # fmt: skip
+    added.start()
+    hits = index.search(query, 5)  # runs beside the save's file write
+    searched.set()
+    saver.join(30)
+    added.join(30)
+    assert len(hits[0]) == 5 and not saver.is_alive() and not added.is_alive()
+    saved, _ = load_index(tmp_path / "idx")
+    assert len(saved) == 50 and "late" not in saved and "late" in index  # the add waited for the save

@@ -6,14 +6,18 @@ time with an ID selector (and dropped for good when the index is rebuilt).
 
 Thread safety: any number of threads may search one index while others add, delete, save or refresh it.
 FAISS allows concurrent searches but no search during a change, so searches share a `ReadWriteLock` and a
-change waits for the searches under way (and holds new ones off) while it runs.
+change waits for the searches under way (and holds new ones off) while it runs. Changes and saves take
+turns (`_changing`); a save writes its files alongside searches, holding them off only for the moment
+the object takes on the generation it wrote.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,8 +68,14 @@ class FaissIndex(StableDocIds, Stored):
         self._tombstones: set[int] = set()  # deleted but still inside the FAISS index (HNSW only)
         self.index: Any = None
         self._rw = ReadWriteLock()
+        self._changing = threading.RLock()  # one change or save at a time
 
-    _keep_on_refresh = ("_rw",)
+    _keep_on_refresh = ("_rw", "_changing")
+
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        with self._changing, self._rw.write():
+            yield
 
     # -- building ------------------------------------------------------------------------------------
     is_trained = True  # IVF-PQ trains on its first add; nothing to sample beforehand
@@ -89,7 +99,7 @@ class FaissIndex(StableDocIds, Stored):
     def add(self, doc_ids: Sequence[str], embeddings: np.ndarray, documents: Sequence[Any] | None = None) -> None:
         """Add documents; ids must be new (a live duplicate is an error). IVF-PQ trains on its first add.
         `documents` (title, text, metadata per doc, as corpus rows) go to the document store."""
-        with self._rw.write():
+        with self._exclusive():
             self._add(doc_ids, embeddings, documents)
 
     def _add(self, doc_ids: Sequence[str], embeddings: np.ndarray, documents: Sequence[Any] | None = None) -> None:
@@ -115,7 +125,7 @@ class FaissIndex(StableDocIds, Stored):
 
     def delete(self, doc_ids: Sequence[str]) -> int:
         """Delete documents by doc id; other ids are untouched. Returns how many were deleted."""
-        with self._rw.write():
+        with self._exclusive():
             internal = np.array(self._remove_ids(doc_ids), dtype=np.int64)
             if self.index_type == "hnsw":
                 self._tombstones.update(int(i) for i in internal)
@@ -209,23 +219,26 @@ class FaissIndex(StableDocIds, Stored):
     # -- persistence ---------------------------------------------------------------------------------
     def save(self, path: str | Path, manifest: Manifest, replace: bool = False) -> None:
         """Write the FAISS file, the doc ids (JSON, null for deleted) and the manifest, atomically."""
-        with self._rw.write():  # a save records the generation it wrote: one writer at a time
-            if self.index is None:
-                raise MbretError("cannot save an empty index: add documents first")
-            manifest.kind, manifest.index_type = "faiss", self.index_type
-            manifest.dimension, manifest.num_docs, manifest.index_params = self.dimension, len(self), dict(self.params)
+        with self._changing:  # no change while the files are written; searches go on (they only read)
+            with self._rw.read():
+                if self.index is None:
+                    raise MbretError("cannot save an empty index: add documents first")
+                manifest.kind, manifest.index_type = "faiss", self.index_type
+                manifest.dimension, manifest.num_docs = self.dimension, len(self)
+                manifest.index_params = dict(self.params)
 
-            def write_files(directory: Path, gen: int) -> dict[str, str]:
-                names = {"faiss": f"index-{gen:06d}.faiss", "doc_ids": f"doc_ids-{gen:06d}.json"}
-                with atomic_file(directory / names["faiss"], "wb") as fh:
-                    fh.write(faiss.serialize_index(self.index).tobytes())
-                with atomic_file(directory / names["doc_ids"]) as fh:
-                    json.dump({"doc_ids": self.doc_ids, "tombstones": sorted(self._tombstones)}, fh)
-                return names | self._write_documents(directory, gen)
+                def write_files(directory: Path, gen: int) -> dict[str, str]:
+                    names = {"faiss": f"index-{gen:06d}.faiss", "doc_ids": f"doc_ids-{gen:06d}.json"}
+                    with atomic_file(directory / names["faiss"], "wb") as fh:
+                        fh.write(faiss.serialize_index(self.index).tobytes())
+                    with atomic_file(directory / names["doc_ids"]) as fh:
+                        json.dump({"doc_ids": self.doc_ids, "tombstones": sorted(self._tombstones)}, fh)
+                    return names | self._write_documents(directory, gen)
 
-            self._origin = save_generation(path, manifest, write_files, replace=replace, origin=self._origin)
-            self._path = Path(path)
-            self._documents_committed(path, manifest)
+                origin = save_generation(path, manifest, write_files, replace=replace, origin=self._origin)
+            with self._rw.write():  # a moment: this object becomes the generation it wrote
+                self._origin, self._path = origin, Path(path)
+                self._documents_committed(path, manifest)
 
     @classmethod
     def load(cls, path: str | Path) -> tuple[FaissIndex, Manifest]:

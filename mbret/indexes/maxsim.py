@@ -14,10 +14,12 @@ their next save rewrites them in this layout. numpy's `.npy` has no append, henc
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import threading
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -128,11 +130,17 @@ class ExactMaxSimIndex(StableDocIds, Stored):
         self.device = torch.device("cpu")
         self.resident = False  # on CPU too, gather from one in-memory copy (tests exercise the GPU's path)
         self._rw = ReadWriteLock()
+        self._changing = threading.RLock()  # one change or save at a time
+
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        with self._changing, self._rw.write():
+            yield
 
     def to(self, device: str | torch.device) -> ExactMaxSimIndex:
         """Score on `device` (e.g. "cuda"): the float16 token vectors are copied there once when they fit
         in half of its free memory, else each chunk is copied over from the host as it is scored."""
-        with self._rw.write():
+        with self._exclusive():
             return self._to(device)
 
     def _to(self, device: str | torch.device) -> ExactMaxSimIndex:
@@ -158,7 +166,7 @@ class ExactMaxSimIndex(StableDocIds, Stored):
         return self._resident
 
     is_trained = True  # nothing to fit: every vector is kept as it is
-    _keep_on_refresh = ("_rw", "device")
+    _keep_on_refresh = ("_rw", "_changing", "device")
 
     @property
     def num_tokens(self) -> int:
@@ -172,7 +180,7 @@ class ExactMaxSimIndex(StableDocIds, Stored):
     ) -> None:
         """Append documents (stored as float16); ids must be new. `documents` (title, text, metadata per
         doc, as corpus rows) go to the document store."""
-        with self._rw.write():
+        with self._exclusive():
             self._add(doc_ids, embeddings, documents)
 
     def _add(
@@ -195,7 +203,7 @@ class ExactMaxSimIndex(StableDocIds, Stored):
         self._invalidate()
 
     def delete(self, doc_ids: Sequence[str]) -> int:
-        with self._rw.write():
+        with self._exclusive():
             return self._delete(doc_ids)
 
     def _delete(self, doc_ids: Sequence[str]) -> int:
@@ -205,7 +213,7 @@ class ExactMaxSimIndex(StableDocIds, Stored):
 
     def compact(self) -> int:
         """Drop deleted documents' vectors; returns how many token vectors were freed."""
-        with self._rw.write():
+        with self._exclusive():
             return self._compact()
 
     def _compact(self) -> int:
@@ -416,11 +424,16 @@ class ExactMaxSimIndex(StableDocIds, Stored):
 
     # -- persistence ---------------------------------------------------------------------------------
     def save(self, path: str | Path, manifest: Manifest, replace: bool = False) -> None:
-        """Write token vectors (float16 .npy), token counts and doc ids, then the manifest, atomically."""
-        with self._rw.write():
-            self._save(path, manifest, replace)
+        """Write token vectors (float16 .npy), token counts and doc ids, then the manifest, atomically.
+        Searches go on while the files are written; changes wait for the save."""
+        with self._changing:
+            with self._rw.read():
+                adopt = self._save(path, manifest, replace)
+            with self._rw.write():  # a moment: this object becomes the generation it wrote
+                adopt()
 
-    def _save(self, path: str | Path, manifest: Manifest, replace: bool) -> None:
+    def _save(self, path: str | Path, manifest: Manifest, replace: bool) -> Callable[[], None]:
+        """Write the files; returns what makes this object the generation written."""
         path = Path(path)
         replace = replace or self._rewrite_all
         same_dir = self._path is not None and self._path.absolute() == path.absolute()
@@ -454,10 +467,14 @@ class ExactMaxSimIndex(StableDocIds, Stored):
                     np.save(fh, deleted, allow_pickle=False)
             return names | self._write_documents(directory, gen)
 
-        self._origin = save_generation(path, manifest, write_files, replace=replace, origin=self._origin)
-        self._documents_committed(path, manifest)
-        self._path, self._rewrite_all = path, False
-        self._saved = (len(self._chunks), len(self.doc_ids), total_tokens, id_bytes + len(lines))
+        origin = save_generation(path, manifest, write_files, replace=replace, origin=self._origin)
+        saved = (len(self._chunks), len(self.doc_ids), total_tokens, id_bytes + len(lines))
+
+        def adopt() -> None:
+            self._origin, self._path, self._rewrite_all, self._saved = origin, path, False, saved
+            self._documents_committed(path, manifest)
+
+        return adopt
 
     @classmethod
     def load(cls, path: str | Path, mmap: bool = True) -> tuple[ExactMaxSimIndex, Manifest]:
