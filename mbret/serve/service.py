@@ -186,7 +186,8 @@ class ServedIndex:
         return write.generation
 
     def _write_loop(self) -> None:
-        while True:
+        stop = False
+        while not stop:
             first = self._writes.get()
             if first is None:
                 return
@@ -196,8 +197,8 @@ class ServedIndex:
                     more = self._writes.get_nowait()
                 except queue.Empty:
                     break
-                if more is None:
-                    self._writes.put(None)
+                if more is None:  # `close`: this group is the last
+                    stop = True
                     break
                 group.append(more)
             self._commit(group)
@@ -264,7 +265,8 @@ class ServedIndex:
     def close(self, timeout: float = 60.0) -> None:
         """Commit the writes already queued, refuse new ones, stop the writer and the batcher."""
         self._closed = True
-        self._writes.put(None)
+        with contextlib.suppress(queue.Full):  # a full queue: the writer drains it, or is gone
+            self._writes.put(None, timeout=timeout)
         self._writer.join(timeout=timeout)
         while True:  # whatever came after the stop mark: refused, not lost silently
             try:
