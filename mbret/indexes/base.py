@@ -151,9 +151,12 @@ class Stored:
     # attributes an object keeps across `refresh`: its locks (searches may hold them) and its device
     _keep_on_refresh: tuple[str, ...] = ()
 
-    def _exclusive(self) -> contextlib.AbstractContextManager[Any]:
-        """The lock that keeps searches out while the object's state is swapped (`refresh`)."""
-        return self._rw.write()  # type: ignore[attr-defined]
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """What a change holds: its turn among changes and saves (`_changing`), and searches kept out
+        (`_rw`) while the object's state changes (an add, a delete, `refresh`'s swap)."""
+        with self._changing, self._rw.write():  # type: ignore[attr-defined]
+            yield
 
     def _reload_options(self) -> dict[str, Any]:
         """Keyword arguments `refresh` passes to `load`."""

@@ -13,11 +13,10 @@ the object takes on the generation it wrote.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,11 +70,6 @@ class FaissIndex(StableDocIds, Stored):
         self._changing = threading.RLock()  # one change or save at a time
 
     _keep_on_refresh = ("_rw", "_changing")
-
-    @contextlib.contextmanager
-    def _exclusive(self) -> Iterator[None]:
-        with self._changing, self._rw.write():
-            yield
 
     # -- building ------------------------------------------------------------------------------------
     is_trained = True  # IVF-PQ trains on its first add; nothing to sample beforehand

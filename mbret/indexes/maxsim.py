@@ -14,12 +14,11 @@ their next save rewrites them in this layout. numpy's `.npy` has no append, henc
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import threading
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -131,11 +130,6 @@ class ExactMaxSimIndex(StableDocIds, Stored):
         self.resident = False  # on CPU too, gather from one in-memory copy (tests exercise the GPU's path)
         self._rw = ReadWriteLock()
         self._changing = threading.RLock()  # one change or save at a time
-
-    @contextlib.contextmanager
-    def _exclusive(self) -> Iterator[None]:
-        with self._changing, self._rw.write():
-            yield
 
     def to(self, device: str | torch.device) -> ExactMaxSimIndex:
         """Score on `device` (e.g. "cuda"): the float16 token vectors are copied there once when they fit

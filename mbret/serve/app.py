@@ -24,10 +24,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mbret.errors import MbretError
 from mbret.indexes.info import index_info
+from mbret.indexes.plaid import PlaidSearchParams
 from mbret.serve.config import ServeConfig, read_api_key
 from mbret.serve.service import ServedIndex, ServeError, load_indexes
 
 Scalar = str | int | float | bool | None
+PLAID_OPTIONS = tuple(PlaidSearchParams.__dataclass_fields__)  # search request fields passed to PLAID
 OPEN_PATHS = {"/", "/health", "/docs", "/openapi.json", "/docs/oauth2-redirect"}
 
 
@@ -68,17 +70,27 @@ class DeleteRequest(BaseModel):
 
 
 class _BodyLimit:
-    """Reads a request's body before the app does and answers 413 itself once it passes `limit` bytes,
-    so a body sent without a Content-Length (chunked), which the header check in `_guard` cannot see,
-    is refused as it streams in. (An exception raised from `receive` instead reaches FastAPI wrapped by
-    the middleware's task group, and comes out as a 400.)"""
+    """Answers 413 for a body over `limit` bytes: at once when its Content-Length says so, else as it
+    streams in (a chunked body), reading it before the app does. (An exception raised from `receive`
+    instead reaches FastAPI wrapped by the middleware's task group, and comes out as a 400.)"""
 
     def __init__(self, app: Any, limit: int) -> None:
         self.app, self.limit = app, limit
 
+    async def _refuse(self, send: Any) -> None:
+        message = f"the body is over {self.limit} bytes"
+        body = json.dumps({"error": {"code": "body_too_large", "message": message}}).encode()
+        headers = [(b"content-type", b"application/json"), (b"x-mbret-error", b"body_too_large")]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            await self._refuse(send)
             return
         chunks, seen = [], 0
         while True:
@@ -88,12 +100,7 @@ class _BodyLimit:
             chunks.append(message.get("body", b""))
             seen += len(chunks[-1])
             if seen > self.limit:
-                body = json.dumps(
-                    {"error": {"code": "body_too_large", "message": f"the body is over {self.limit} bytes"}}
-                )
-                headers = [(b"content-type", b"application/json"), (b"x-mbret-error", b"body_too_large")]
-                await send({"type": "http.response.start", "status": 413, "headers": headers})
-                await send({"type": "http.response.body", "body": body.encode()})
+                await self._refuse(send)
                 return
             if not message.get("more_body", False):
                 break
@@ -144,17 +151,15 @@ class _Metrics:
         self.batches = Gauge("mbret_query_batches", "Query encodings run per index.", ["index"], registry=self.registry)
 
 
-def create_app(config: ServeConfig, indexes: dict[str, ServedIndex] | None = None) -> FastAPI:
-    """The service over `config.indexes` (loaded at startup, so `/health` answers only once all are), or
-    over already loaded `indexes`."""
+def create_app(config: ServeConfig) -> FastAPI:
+    """The service over `config.indexes`, loaded at startup (so `/health` answers only once all are)."""
     metrics = _Metrics()
-    served: dict[str, ServedIndex] = dict(indexes or {})
+    served: dict[str, ServedIndex] = {}
     api_key = read_api_key(config.api_key_file) if config.api_key_file else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # noqa: ANN202
-        if not served:
-            served.update(load_indexes(config, progress=print))
+        served.update(load_indexes(config, progress=print))
         app.state.ready = True
         yield
         app.state.ready = False
@@ -200,17 +205,14 @@ def create_app(config: ServeConfig, indexes: dict[str, ServedIndex] | None = Non
     async def _internal(request: Request, exc: Exception) -> JSONResponse:
         return _error(500, "internal", f"internal error ({exc.__class__.__name__}); the service keeps running")
 
-    app.add_middleware(_BodyLimit, limit=config.max_body_bytes)  # inside _guard, so its 413s are counted
+    app.add_middleware(_BodyLimit, limit=config.max_body_bytes)  # inside _guard: after the key, and counted
 
     @app.middleware("http")
     async def _guard(request: Request, call_next):  # noqa: ANN001, ANN202
         start = time.perf_counter()
         route = _route_of(request)
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > config.max_body_bytes):
-            response: Response = _error(413, "body_too_large", f"the body is over {config.max_body_bytes} bytes")
-        elif api_key is not None and request.url.path not in OPEN_PATHS and not _authorized(request, api_key):
-            response = _error(401, "unauthorized", "missing or wrong API key (Authorization: Bearer KEY)")
+        if api_key is not None and request.url.path not in OPEN_PATHS and not _authorized(request, api_key):
+            response: Response = _error(401, "unauthorized", "missing or wrong API key (Authorization: Bearer KEY)")
         else:
             response = await call_next(request)
         metrics.requests.labels(route, request.method, str(response.status_code)).inc()
@@ -275,12 +277,7 @@ def create_app(config: ServeConfig, indexes: dict[str, ServedIndex] | None = Non
     def search(name: str, request: Annotated[SearchRequest, Body()]) -> dict[str, Any]:
         index = get_index(name)
         _check_search(request, config)
-        options = {
-            "n_ivf_probe": request.n_ivf_probe,
-            "centroid_score_threshold": request.centroid_score_threshold,
-            "n_candidates": request.n_candidates,
-            "n_full_scores": request.n_full_scores,
-        }
+        options = {name: getattr(request, name) for name in PLAID_OPTIONS}
         hits, generation = index.search(
             request.queries,
             request.k,
