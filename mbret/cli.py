@@ -199,6 +199,20 @@ def index(
         ),
     ] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing index at --out.")] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Finish a sharded build (torchrun) that was killed: the shards its staging area (.OUT.staging "
+            "beside --out) holds already are not encoded again. Same corpus, model and index settings.",
+        ),
+    ] = False,
+    report: Annotated[
+        Path | None,
+        typer.Option(
+            "--report", help="Write the build's seconds per phase and peak memory (per rank under torchrun) as JSON."
+        ),
+    ] = None,
     store_text: Annotated[
         bool,
         typer.Option(
@@ -213,12 +227,64 @@ def index(
     (a corpus row's "metadata" object: strings, numbers, booleans, null) in a document store.
 
     Example: mbret index examples/scifact-mini/corpus.jsonl --model minilm --out runs/scifact-mini
+
+    On many GPUs or nodes, launch the same command under torchrun: each rank encodes its shard of the
+    corpus and rank 0 commits one generation (--add too; --resume finishes a killed build):
+    torchrun --nproc-per-node 8 -m mbret index corpus.jsonl --model M --mode colbert --out DIR
     """
-    from mbret.data.datasets import load_corpus
+    from mbret.distributed import launched
     from mbret.retrieval import Retriever
     from mbret.retrieval.retriever import check_mode, load_encoder
 
     index_type = check_mode(mode, index_type)
+    if launched() or resume:
+        if recluster and not add:
+            raise MbretError("--recluster goes with --add (a new index is clustered on its own corpus)")
+        if model is None and not add:
+            raise MbretError("--model is required to build a new index (e.g. --model minilm)")
+        _index_sharded(
+            corpus,
+            out,
+            add=add,
+            resume=resume,
+            overwrite=overwrite,
+            recluster=recluster,
+            report=report,
+            index_type=index_type,
+            index_params=_index_params(
+                index_type, index_param, nbits, n_ivf_probe, centroid_score_threshold, n_candidates, n_full_scores
+            ),
+            batch_size=batch_size,
+            store_text=store_text,
+            load=lambda device: (
+                Retriever.load(
+                    out,
+                    model=model,
+                    device=device,
+                    dtype=dtype,
+                    batch_size=batch_size,
+                    query_expansion=query_expansion,
+                    query_length=query_length,
+                )
+                if add
+                else load_encoder(
+                    model,  # type: ignore[arg-type]
+                    mode,
+                    device=device,
+                    dtype=dtype,
+                    max_length=max_length,
+                    query_length=query_length,
+                    document_length=document_length,
+                    query_prompt=query_prompt,
+                    document_prompt=document_prompt,
+                    query_expansion=query_expansion,
+                )
+            ),
+            device=device,
+        )
+        return
+    from mbret.data.datasets import load_corpus
+
     docs = load_corpus(corpus)  # validated in full before anything is written
     if add:
         with index_lock(out):  # held from load to save: concurrent writers queue, none loses another's change
@@ -275,9 +341,72 @@ def index(
     )
     retriever.save(out, replace=overwrite)
     t = retriever.timings
+    if report is not None:
+        from mbret.io import write_json_atomic
+
+        write_json_atomic(report, {"num_docs": len(retriever.index), "world_size": 1, "ranks": [t]})
     typer.echo(
         f"indexed {len(retriever.index)} documents into {out} ({index_type}, {encoder.dimension}-d) "
         f"in {t['encode_corpus_s'] + t['index_build_s']:.1f}s"
+    )
+
+
+def _index_sharded(
+    corpus: str,
+    out: Path,
+    *,
+    add: bool,
+    resume: bool,
+    overwrite: bool,
+    recluster: bool,
+    report: Path | None,
+    index_type: str,
+    index_params: dict[str, int | float | str],
+    batch_size: int,
+    store_text: bool,
+    load: object,
+    device: str | None,
+) -> None:
+    """`mbret index` on the ranks of a torchrun job (or resuming one in a single process): see
+    `mbret.retrieval.distributed`."""
+    from mbret.distributed import join, leave
+    from mbret.retrieval import Retriever
+    from mbret.retrieval.distributed import build_sharded
+
+    world = join(device)
+    try:
+        loaded = load(world.device)  # type: ignore[operator]
+        base = loaded if isinstance(loaded, Retriever) else None
+        if base is not None:
+            index_type = base.index.index_type
+            index_params, store_text = {}, base.index.documents.store_text
+        result = build_sharded(
+            corpus,
+            out,
+            world,
+            base.encoder if base is not None else loaded,
+            index_type=index_type,
+            index_params=index_params,
+            base=base,
+            batch_size=batch_size,
+            store_text=store_text,
+            overwrite=overwrite,
+            resume=resume,
+            recluster=recluster,
+        )
+    finally:
+        leave(world)
+    if not world.is_main:
+        return
+    if report is not None:
+        from mbret.io import write_json_atomic
+
+        write_json_atomic(report, result.to_json())
+    skipped = f"; {len(result.skipped_shards)} of {result.num_shards} shards were written already" if resume else ""
+    verb = "added" if add else "indexed"
+    typer.echo(
+        f"{verb} {result.num_docs} documents {'to' if add else 'into'} {out} ({index_type}) on "
+        f"{result.world_size} process{'es' if result.world_size > 1 else ''} in {result.seconds:.1f}s{skipped}"
     )
 
 
@@ -988,7 +1117,8 @@ def run(argv: list[str] | None = None) -> int:
         typer.echo("aborted", err=True)
         return 1
     except MbretError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun, every rank fails with the same error
+            typer.echo(f"error: {exc}", err=True)
         return exc.exit_code
     return 0
 

@@ -115,6 +115,26 @@ def atomic_new_dir(path: str | Path) -> Iterator[Path]:
         raise
 
 
+def save_npy(path: str | Path, array: Any) -> None:
+    """An array as `.npy` (no pickles), atomically and fsynced."""
+    import numpy as np
+
+    with atomic_file(path, "wb") as fh:
+        np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
+
+
+def load_npy(path: str | Path, mmap_mode: str | None) -> Any:
+    """An `.npy` array (memory-mapped with `mmap_mode`); a truncated or corrupt file is a clear error."""
+    import numpy as np
+
+    from mbret.errors import IndexFormatError
+
+    try:
+        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise IndexFormatError(f"{path}: truncated or corrupt array file ({exc})") from None
+
+
 def restore_interrupted_swap(path: str | Path) -> bool:
     """Put back the previous directory if a writer was killed inside `atomic_new_dir`'s swap, after moving
     `path` aside and before moving the new one in (the one moment `path` is missing). Under `path`'s

@@ -51,10 +51,18 @@ def metadata_error(metadata: object) -> str | None:
     return None
 
 
-def iter_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """Yield (1-based line number, decoded line without its end); tolerates CRLF and a UTF-8 BOM."""
+def iter_lines(path: Path, span: ByteSpan | None = None) -> Iterator[tuple[int, str]]:
+    """Yield (1-based line number, decoded line without its end); tolerates CRLF and a UTF-8 BOM. With
+    `span`, only the lines that start inside it (numbered from its `first_line`)."""
+    start, end, first = (span.start, span.end, span.first_line) if span is not None else (0, None, 1)
     with open(path, "rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
+        fh.seek(start)
+        lineno, position = first - 1, start
+        while end is None or position < end:
+            raw = fh.readline()
+            if not raw:
+                break
+            lineno, position = lineno + 1, position + len(raw)
             if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]
             try:
@@ -64,8 +72,8 @@ def iter_lines(path: Path) -> Iterator[tuple[int, str]]:
             yield lineno, line.rstrip("\r\n")
 
 
-def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    for lineno, line in iter_lines(path):
+def iter_jsonl(path: Path, span: ByteSpan | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+    for lineno, line in iter_lines(path, span):
         if not line.strip():
             continue
         try:
@@ -95,12 +103,12 @@ def _text_field(path: Path, lineno: int, obj: dict[str, Any], name: str) -> str:
     return value
 
 
-def _iter_records(path: Path, kind: str) -> Iterator[tuple[int, str, dict[str, Any]]]:
-    """Yield (line, id, object) from a BEIR JSONL file, refusing missing and duplicate ids."""
+def _iter_records(path: Path, kind: str, span: ByteSpan | None = None) -> Iterator[tuple[int, str, dict[str, Any]]]:
+    """Yield (line, id, object) from a BEIR JSONL file (or its `span`), refusing missing and duplicate ids."""
     if not path.is_file():
         raise MbretError(f"{path}: file not found")
     first_line: dict[str, int] = {}
-    for lineno, obj in iter_jsonl(path):
+    for lineno, obj in iter_jsonl(path, span):
         record_id = _record_id(path, lineno, obj)
         if record_id in first_line:
             raise InputError(path, lineno, f"duplicate {kind} id {record_id!r} (first on line {first_line[record_id]})")
@@ -108,14 +116,15 @@ def _iter_records(path: Path, kind: str) -> Iterator[tuple[int, str, dict[str, A
         yield lineno, record_id, obj
 
 
-def load_corpus_jsonl(path: str | Path, strict_metadata: bool = True) -> Corpus:
+def load_corpus_jsonl(path: str | Path, strict_metadata: bool = True, span: ByteSpan | None = None) -> Corpus:
     """Read a BEIR corpus file: one `{"_id", "title"?, "text", "metadata"?}` object per line, ids unique.
     `metadata` is a flat object (`metadata_error`); a nested one is refused with its line, or with
     `strict_metadata=False` (a BEIR dataset read for evaluation, whose metadata is informational: CQADupStack
-    lists tags) loses its nested fields."""
+    lists tags) loses its nested fields. With `span` (one shard of a distributed build, `byte_spans`), only
+    the documents on the lines starting inside it, and an empty span is no error."""
     path = Path(path)
     corpus: Corpus = {}
-    for lineno, doc_id, obj in _iter_records(path, "doc"):
+    for lineno, doc_id, obj in _iter_records(path, "doc", span):
         if "text" not in obj and "title" not in obj:
             raise InputError(path, lineno, 'document has neither "text" nor "title"')
         corpus[doc_id] = {
@@ -130,7 +139,7 @@ def load_corpus_jsonl(path: str | Path, strict_metadata: bool = True) -> Corpus:
             if problem:
                 raise InputError(path, lineno, problem)
             corpus[doc_id]["metadata"] = metadata
-    if not corpus:
+    if not corpus and span is None:
         raise InputError(path, None, "corpus is empty")
     return corpus
 
@@ -186,6 +195,51 @@ def load_beir_dir(path: str | Path, split: str = "test") -> Dataset:
     qrels = load_qrels_tsv(qrels_path, corpus=corpus, queries=queries)
     queries = {qid: queries[qid] for qid in qrels}
     return Dataset(name=path.name, corpus=corpus, queries=queries, qrels=qrels, split=split)
+
+
+@dataclass(frozen=True)
+class ByteSpan:
+    """Bytes [start, end) of a file, cut at line starts, whose first line is line `first_line` of the file:
+    one shard of a corpus, read without reading the rest (`byte_spans`, `load_corpus_jsonl(span=...)`)."""
+
+    start: int
+    end: int
+    first_line: int = 1
+
+
+def byte_spans(path: str | Path, count: int) -> list[ByteSpan]:
+    """`count` spans of about equal size covering the file, each starting at a line start (a span may be
+    empty), numbered from the lines before them: the shards of a distributed build. Reads only the bytes
+    up to each cut to find the line start and count the lines (a streaming pass, no line kept)."""
+    path = Path(path)
+    if count < 1:
+        raise MbretError(f"{count} shards: need at least one")
+    if not path.is_file():
+        raise MbretError(f"{path}: file not found")
+    size = path.stat().st_size
+    cuts = [0]
+    with open(path, "rb") as fh:
+        for i in range(1, count):
+            offset = max(size * i // count, cuts[-1])
+            if offset > 0:
+                fh.seek(offset - 1)
+                fh.readline()  # to the end of the line holding byte offset - 1: the next line's start
+                offset = fh.tell()
+            cuts.append(min(max(offset, cuts[-1]), size))
+    cuts.append(size)
+    spans, line = [], 1
+    with open(path, "rb") as fh:
+        for start, end in zip(cuts, cuts[1:]):
+            spans.append(ByteSpan(start, end, line))
+            fh.seek(start)
+            left = end - start
+            while left > 0:
+                block = fh.read(min(left, 1 << 24))
+                if not block:
+                    break
+                line += block.count(b"\n")
+                left -= len(block)
+    return spans
 
 
 def load_corpus(source: str | Path) -> Corpus:

@@ -344,6 +344,18 @@ class StableDocIds:
             self.doc_ids.append(doc_id)
         return first
 
+    def _import_documents(self, parts: Sequence[Any]) -> list[str]:
+        """Inside `add_parts`: check the parts' ids are new, then take their documents' rows into the
+        store, at the positions their ids get next (`_append_ids(ids, [])`). Returns the ids, in order."""
+        doc_ids = [doc_id for part in parts for doc_id in part.doc_ids]
+        self._check_new_ids(doc_ids)
+        first = len(self.doc_ids)
+        for part in parts:
+            if part.num_docs:
+                self.documents.import_part(part.documents, first)
+            first += part.num_docs
+        return doc_ids
+
     def _remove_ids(self, doc_ids: Sequence[str]) -> list[int]:
         """Forget ids (an unknown one is an error); returns their internal ids, sorted."""
         missing = [d for d in doc_ids if d not in self._position]

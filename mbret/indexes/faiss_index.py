@@ -33,6 +33,7 @@ from mbret.indexes.base import (
     read_manifest,
     save_generation,
 )
+from mbret.indexes.parts import read_part
 from mbret.io import atomic_file
 
 INDEX_TYPES = ("flat", "hnsw", "ivfpq")
@@ -102,7 +103,9 @@ class FaissIndex(StableDocIds, Stored):
             raise MbretError(f"expected embeddings of shape (n, {self.dimension}), got {embeddings.shape}")
         if len(doc_ids) != len(embeddings):
             raise MbretError(f"{len(doc_ids)} doc ids for {len(embeddings)} embeddings")
-        rows = self._prepare_documents(doc_ids, documents)
+        self._add_vectors(doc_ids, embeddings, self._prepare_documents(doc_ids, documents))
+
+    def _add_vectors(self, doc_ids: Sequence[str], embeddings: np.ndarray, rows: list[tuple[Any, ...]]) -> None:
         if self.index is None:
             self.index = self._new_faiss_index(len(doc_ids))
         if not self.index.is_trained:
@@ -116,6 +119,21 @@ class FaissIndex(StableDocIds, Stored):
         start = len(self.doc_ids)
         self.index.add_with_ids(embeddings, np.arange(start, start + len(doc_ids), dtype=np.int64))
         self._append_ids(doc_ids, rows)
+
+    def add_parts(self, directories: Sequence[str | Path]) -> None:
+        """Add the parts of a distributed build (`mbret.indexes.parts`: each a `vectors` array, float32
+        (n, dimension), with its doc ids and documents), in order, in one FAISS add: the same index as one
+        `add` of all their vectors."""
+        parts = [read_part(Path(d)) for d in directories]
+        arrays = [p.array("vectors") for p in parts if p.num_docs]
+        bad = next((a.shape for a in arrays if a.ndim != 2 or a.shape[1] != self.dimension), None)
+        if bad is not None:
+            raise IndexFormatError(f"a part holds vectors of shape {bad}, not (n, {self.dimension})")
+        if not arrays:
+            return
+        with self._exclusive():
+            doc_ids = self._import_documents(parts)
+            self._add_vectors(doc_ids, np.ascontiguousarray(np.concatenate(arrays), dtype=np.float32), [])
 
     def delete(self, doc_ids: Sequence[str]) -> int:
         """Delete documents by doc id; other ids are untouched. Returns how many were deleted."""

@@ -37,6 +37,7 @@ from mbret.indexes.base import (
     save_generation,
 )
 from mbret.indexes.kernels import max_per_segment, token_groups
+from mbret.indexes.parts import read_part
 from mbret.io import atomic_file
 
 SORT_WINDOW = 4096  # documents sorted by length together for scoring (see ExactMaxSimIndex._plan)
@@ -195,6 +196,28 @@ class ExactMaxSimIndex(StableDocIds, Stored):
             self._chunks.append(np.concatenate(arrays))
             self._lengths.append(np.array([len(a) for a in arrays], dtype=np.int64))
         self._invalidate()
+
+    def add_parts(self, directories: Sequence[str | Path]) -> None:
+        """Add the parts of a distributed build (`mbret.indexes.parts`: each `tokens`, float16 (tokens,
+        dimension), and `doclens`, with its doc ids and documents), in order, memory-mapped until saved."""
+        parts = [read_part(Path(d)) for d in directories]
+        loaded = []
+        for part in parts:
+            if not part.num_docs:
+                continue
+            tokens, lengths = part.array("tokens"), part.array("doclens", mmap=False).astype(np.int64)
+            if tokens.ndim != 2 or tokens.shape[1] != self.dimension or tokens.dtype != np.float16:
+                raise IndexFormatError(f"{part.directory}: tokens of shape {tokens.shape}, not (n, {self.dimension})")
+            if len(lengths) != part.num_docs or int(lengths.sum()) != len(tokens):
+                raise IndexFormatError(f"{part.directory}: doclens do not fit its documents and tokens")
+            loaded.append((tokens, lengths))
+        with self._exclusive():
+            doc_ids = self._import_documents(parts)
+            self._append_ids(doc_ids, [])
+            for tokens, lengths in loaded:
+                self._chunks.append(tokens)
+                self._lengths.append(lengths)
+            self._invalidate()
 
     def delete(self, doc_ids: Sequence[str]) -> int:
         with self._exclusive():

@@ -226,6 +226,50 @@ class DocumentStore:
                 _index_fields(conn, [r[0] for r in new], committed=False)
             self._changed()
 
+    def export(self, target: Path) -> None:
+        """Write the rows added to this store and not saved into a new SQLite file `target` (atomically,
+        fsynced): one part of a build that several processes share (`import_part` reads it back)."""
+        target = Path(target)
+        scratch = target.with_name(f".{target.name}.tmp")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(scratch)
+        conn = sqlite3.connect(str(scratch), isolation_level=None)
+        try:
+            conn.executescript(_PENDING_SCHEMA)
+            if self._pending is not None:
+                with self._pending_lock:
+                    conn.execute("ATTACH DATABASE ? AS pending", (self._pending_file,))
+                    with _transaction(conn):
+                        conn.execute("INSERT INTO main.documents SELECT * FROM pending.documents")
+                    conn.execute("DETACH DATABASE pending")
+        finally:
+            conn.close()
+        with open(scratch, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(scratch, target)
+
+    def import_part(self, source: Path, first: int) -> None:
+        """Add the rows of a part written by `export` at positions `first`, `first + 1`, ... (as
+        `add_rows` would, in SQL rather than row by row through Python)."""
+        with self._pending_lock:
+            conn = self._changes()
+            conn.execute("ATTACH DATABASE ? AS part", (str(source),))
+            try:
+                with _transaction(conn):
+                    conn.execute(
+                        "INSERT INTO main.documents SELECT pos + ?, doc_id, title, text, metadata FROM part.documents",
+                        (first,),
+                    )
+                    new = conn.execute(
+                        "SELECT DISTINCT j.key FROM main.documents, json_each(main.documents.metadata) AS j "
+                        "WHERE pos >= ?",
+                        (first,),
+                    ).fetchall()
+                    _index_fields(conn, [r[0] for r in new], committed=False)
+            finally:
+                conn.execute("DETACH DATABASE part")
+            self._changed()
+
     def delete(self, positions: Sequence[int]) -> None:
         if not len(positions):
             return

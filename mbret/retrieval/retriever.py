@@ -164,12 +164,19 @@ class Retriever:
         retriever.add(corpus, show_progress=show_progress)
         return retriever
 
-    def add(self, corpus: Corpus, show_progress: bool = True, chunk_docs: int = CHUNK_DOCS) -> None:
+    def add(
+        self,
+        corpus: Corpus,
+        show_progress: bool = True,
+        chunk_docs: int = CHUNK_DOCS,
+        encoded: dict[int, torch.Tensor] | None = None,
+    ) -> None:
         """Encode and add documents whose ids are not yet in the index.
 
         ColBERT indexes are fed `chunk_docs` documents at a time as float16 (what both indexes keep or
         compress from), and a new PLAID index is trained on a seeded sample first, so peak memory follows the
-        chunk and the sample, not the corpus.
+        chunk and the sample, not the corpus. `encoded` holds ColBERT documents encoded already (by their
+        position in `corpus`: a distributed build's sample), which are not encoded again.
         """
         clash = next((doc_id for doc_id in corpus if doc_id in self.index), None)
         if clash is not None:
@@ -183,7 +190,7 @@ class Retriever:
             self.index.add(ids, embeddings, documents)
             self._time("index_build_s", start)
             return
-        reuse: dict[int, Any] = {}
+        reuse: dict[int, Any] = dict(encoded or {})
         if not self.index.is_trained:  # an index that trains on a sample of its corpus first (PLAID)
             sample = self._training_sample(texts)
             start = time.perf_counter()

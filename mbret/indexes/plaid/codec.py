@@ -53,6 +53,15 @@ class ResidualCodec:
         every_byte = torch.arange(256, dtype=torch.uint8)[:, None]
         self._byte_table = self.weights[unpack_bits(every_byte, nbits).long()]  # (256, 8 // nbits)
 
+    def fingerprint(self) -> str:
+        """A digest of the centroids and buckets: parts compressed apart must share it to join one index."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        for tensor in (self.centroids, self.cutoffs, self.weights):
+            digest.update(tensor.detach().cpu().float().contiguous().numpy().tobytes())
+        return digest.hexdigest()
+
     def to(self, device: torch.device) -> ResidualCodec:
         self.centroids, self.cutoffs, self.weights = (
             t.to(device) for t in (self.centroids, self.cutoffs, self.weights)

@@ -26,6 +26,7 @@ from mbret.errors import IndexFormatError, MbretError
 from mbret.hardware import map_on_cores
 from mbret.indexes.base import Manifest, StableDocIds, Stored, origin_of, read_manifest, save_generation
 from mbret.indexes.kernels import token_groups
+from mbret.indexes.parts import Part, read_part, write_part
 from mbret.indexes.plaid import storage
 from mbret.indexes.plaid.codec import (
     NBITS,
@@ -35,6 +36,7 @@ from mbret.indexes.plaid.codec import (
     sample_rows,
 )
 from mbret.indexes.plaid.ivf import (
+    CHUNK_ARRAYS,
     Chunk,
     ChunkTensors,
     SearchState,
@@ -86,6 +88,7 @@ class PlaidIndex(StableDocIds, Stored):
         self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # compressed, not yet a chunk
         self._untrained: list[torch.Tensor] = []  # float16 documents added before the codec was trained
         self._saved_chunks = 0
+        self._sources: dict[int, Part] = {}  # unsaved chunks whose arrays are a part's files (`add_parts`)
         self._rewrite_all = False  # set by compact/recluster and legacy loads: the next save rewrites all
         self.drift = 0.0
         self._state: SearchState | None = None
@@ -254,6 +257,56 @@ class PlaidIndex(StableDocIds, Stored):
                 end = begin + chunk_docs
                 self.add(doc_ids[begin:end], embeddings[begin:end], None if documents is None else documents[begin:end])
 
+    # -- distributed builds (`mbret.indexes.parts`) -------------------------------------------------
+    def use_codec(self, codec: ResidualCodec) -> None:
+        """Compress with `codec`, trained elsewhere (by the rank that trained it for a distributed build,
+        or another index of the same corpus), instead of training one: for an index that holds nothing."""
+        with self._lock:
+            if self.codec is not None or self._untrained or len(self.doc_ids):
+                raise MbretError("use_codec: the index already holds documents or a codec")
+            self.codec, self.num_centroids = codec, len(codec.centroids)
+
+    def write_part(self, directory: str | Path) -> None:
+        """Write everything this index holds as one part (one chunk, its ids and documents) for the rank
+        that commits a distributed build to take in (`add_parts`); for an index built since `use_codec` or
+        `train`, never saved."""
+        with self._lock:
+            self._seal()
+            if self.codec is None:
+                raise MbretError("write_part: the index has no codec (train it or give it one with use_codec)")
+            if self._saved_chunks or self._path is not None or any(d is None for d in self.doc_ids):
+                raise MbretError("write_part: only an index built since its codec, with nothing saved or deleted")
+            arrays = merge_chunks(self._chunks, self.codec).arrays() if self._chunks else {}
+            meta = {"codec": self.codec.fingerprint(), "num_tokens": self.num_tokens}
+            write_part(Path(directory), list(self.doc_ids), self.documents, arrays, meta)  # type: ignore[arg-type]
+
+    def add_parts(self, directories: Sequence[str | Path]) -> None:
+        """Append the parts of a distributed build, in order, each as a chunk of its own whose files the
+        next save links in rather than writes (so a commit costs O(1) per part, whatever its size). Every
+        part must have been compressed with this index's codec."""
+        with self._lock:
+            self._seal()
+            if self.codec is None:
+                raise MbretError("add_parts: the index has no codec (train it or give it one with use_codec)")
+            parts = [read_part(Path(d)) for d in directories]
+            fingerprint = self.codec.fingerprint()
+            stale = next((p for p in parts if p.meta.get("codec") != fingerprint), None)
+            if stale is not None:
+                raise MbretError(f"{stale.directory}: compressed with another codec than this index's")
+            row_bytes, num_centroids = self.dimension * self.nbits // 8, len(self.codec.centroids)
+            chunks = []
+            for part in parts:
+                if part.num_docs:
+                    chunk = Chunk(**{r: part.array(r, mmap=r != "doclens") for r in CHUNK_ARRAYS})
+                    storage.check_chunk(chunk, part.directory, row_bytes, num_centroids, part.num_docs)
+                    chunks.append((chunk, part))
+            doc_ids = self._import_documents(parts)
+            for chunk, part in chunks:
+                self._sources[len(self._chunks)] = part
+                self._chunks.append(chunk)
+            self._append_ids(doc_ids, [])
+            self._state = None
+
     def delete(self, doc_ids: Sequence[str]) -> int:
         with self._lock:
             removed = self._remove_ids(doc_ids)
@@ -277,6 +330,7 @@ class PlaidIndex(StableDocIds, Stored):
             self._chunks = [merge_chunks(parts, self.codec)] if parts else []
             self._compact_ids()
             self._saved_chunks, self._rewrite_all, self._state, self._views = 0, True, None, {}
+            self._sources = {}
             return before - self.num_tokens
 
     def recluster(self, block: int = 65536) -> None:
@@ -372,11 +426,11 @@ class PlaidIndex(StableDocIds, Stored):
             if self.codec is None:
                 raise MbretError("cannot save an empty index: add documents first")
             path = Path(path)
-            if len(self._chunks) - self._saved_chunks > 1:  # several unsaved chunks become one
+            if len(self._chunks) - self._saved_chunks > 1 and not self._sources:  # several unsaved become one
                 unsaved = self._chunks[self._saved_chunks :]
                 self._chunks = self._chunks[: self._saved_chunks] + [merge_chunks(unsaved, self.codec)]
                 self._state = None
-            codec, chunks, doc_ids = self.codec, list(self._chunks), list(self.doc_ids)
+            codec, chunks, doc_ids, sources = self.codec, list(self._chunks), list(self.doc_ids), dict(self._sources)
             manifest.kind, manifest.index_type = "plaid", "plaid"
             manifest.dimension, manifest.num_docs = self.dimension, len(self)
             manifest.index_params = self.params | {"avg_residual": codec.avg_residual}
@@ -391,14 +445,19 @@ class PlaidIndex(StableDocIds, Stored):
                 start = 0
                 for c, chunk in enumerate(chunks):
                     names |= storage.chunk_names(c)
-                    if c >= first_new:
-                        storage.write_chunk(directory, c, chunk, doc_ids[start : start + chunk.num_docs])
+                    ids = doc_ids[start : start + chunk.num_docs]
+                    if c >= first_new and c in sources:
+                        arrays = {role: sources[c].array_path(role) for role in CHUNK_ARRAYS}
+                        storage.link_chunk(directory, c, arrays, ids)
+                    elif c >= first_new:
+                        storage.write_chunk(directory, c, chunk, ids)
                     start += chunk.num_docs
                 return names | storage.write_tombstones(directory, gen, deleted) | self._write_documents(directory, gen)
 
             self._origin = save_generation(path, manifest, write_files, replace=replace, origin=self._origin)
             self._documents_committed(path, manifest)
             self._saved_chunks, self._rewrite_all, self._path = len(chunks), False, path
+            self._sources = {}
 
     @classmethod
     def load(cls, path: str | Path, mmap: bool = True) -> tuple[PlaidIndex, Manifest]:

@@ -20,21 +20,9 @@ import numpy as np
 from mbret.errors import IndexFormatError
 from mbret.indexes.plaid.codec import ResidualCodec
 from mbret.indexes.plaid.ivf import CHUNK_ARRAYS, Chunk, make_chunk
-from mbret.io import atomic_file
+from mbret.io import atomic_file, load_npy, save_npy
 
 CODEC_FILES = {"centroids": "centroids", "bucket_cutoffs": "cutoffs", "bucket_weights": "weights"}
-
-
-def save_npy(path: Path, array: np.ndarray) -> None:
-    with atomic_file(path, "wb") as fh:
-        np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
-
-
-def load_npy(path: Path, mmap_mode: str | None) -> np.ndarray:
-    try:
-        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise IndexFormatError(f"{path}: truncated or corrupt array file ({exc})") from None
 
 
 def chunk_names(c: int) -> dict[str, str]:
@@ -59,6 +47,43 @@ def write_chunk(directory: Path, c: int, chunk: Chunk, doc_ids: Sequence[str | N
         save_npy(directory / names[f"{role}_{c}"], array)
     with atomic_file(directory / names[f"doc_ids_{c}"]) as fh:
         json.dump(list(doc_ids), fh)
+
+
+def link_chunk(directory: Path, c: int, arrays: dict[str, Path], doc_ids: Sequence[str | None]) -> None:
+    """Chunk `c` from array files written before (a part of a distributed build): hard-linked in, O(1)
+    whatever their size, or copied where the filesystem has no links; its doc ids written."""
+    import contextlib
+    import os
+    import shutil
+
+    names = chunk_names(c)
+    for role, source in arrays.items():
+        target = directory / names[f"{role}_{c}"]
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(target)  # what a killed commit left
+        try:
+            os.link(source, target)
+        except OSError:
+            with atomic_file(target, "wb") as fh, open(source, "rb") as src:
+                shutil.copyfileobj(src, fh, 1 << 24)
+    with atomic_file(directory / names[f"doc_ids_{c}"]) as fh:
+        json.dump(list(doc_ids), fh)
+
+
+def check_chunk(chunk: Chunk, where: Path, row_bytes: int, num_centroids: int, num_docs: int) -> None:
+    """Refuse a chunk whose arrays do not fit one another, its documents and the codec."""
+    tokens = int(np.asarray(chunk.doclens).sum())
+    if not (len(chunk.codes) == len(chunk.residuals) == len(chunk.norms) == tokens):
+        raise IndexFormatError(
+            f"{where}: holds {len(chunk.codes)} codes, {len(chunk.residuals)} residuals, "
+            f"{len(chunk.norms)} norms and {tokens} tokens by its doclens"
+        )
+    if chunk.residuals.ndim != 2 or chunk.residuals.shape[1] != row_bytes:
+        raise IndexFormatError(f"{where}: residuals of shape {chunk.residuals.shape}, not (n, {row_bytes})")
+    if len(chunk.doc_code_offsets) != chunk.num_docs + 1 or len(chunk.ivf_offsets) != num_centroids + 1:
+        raise IndexFormatError(f"{where}: lists do not fit its documents and {num_centroids} centroids")
+    if chunk.num_docs != num_docs:
+        raise IndexFormatError(f"{where}: {chunk.num_docs} documents for {num_docs} doc ids")
 
 
 def write_tombstones(directory: Path, gen: int, deleted: np.ndarray) -> dict[str, str]:
@@ -95,19 +120,9 @@ def read_chunks(
         arrays = {role: load_npy(files[f"{role}_{c}"], None if role == "doclens" else mode) for role in CHUNK_ARRAYS}
         chunk = Chunk(**arrays)
         ids = _read_json(files[f"doc_ids_{c}"])
-        where = files[f"codes_{c}"]
-        tokens = int(chunk.doclens.sum())
-        if not (len(chunk.codes) == len(chunk.residuals) == len(chunk.norms) == tokens):
-            raise IndexFormatError(
-                f"{where}: chunk {c} holds {len(chunk.codes)} codes, {len(chunk.residuals)} residuals, "
-                f"{len(chunk.norms)} norms and {tokens} tokens by its doclens"
-            )
-        if chunk.residuals.ndim != 2 or chunk.residuals.shape[1] != row_bytes:
-            raise IndexFormatError(f"{files[f'residuals_{c}']}: shape {chunk.residuals.shape}, not (n, {row_bytes})")
-        if len(chunk.doc_code_offsets) != chunk.num_docs + 1 or len(chunk.ivf_offsets) != num_centroids + 1:
-            raise IndexFormatError(f"{where}: chunk {c}'s lists do not fit its documents and {num_centroids} centroids")
         if not isinstance(ids, list) or len(ids) != chunk.num_docs:
             raise IndexFormatError(f"{files[f'doc_ids_{c}']}: not a list of the chunk's {chunk.num_docs} doc ids")
+        check_chunk(chunk, files[f"codes_{c}"], row_bytes, num_centroids, len(ids))
         chunks.append(chunk)
         doc_ids.extend(ids)
     if "deleted" in files:
