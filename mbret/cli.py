@@ -102,7 +102,15 @@ IdsOpt = Annotated[
 MaxLenOpt = Annotated[
     int | None, typer.Option("--max-length", help="Max tokens per text (up to 8192); default: the model's own.")
 ]
-DeviceOpt = Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available).")]
+DeviceOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--device",
+        help="cpu, cuda, cuda:1 ... (default: cuda if available). Several, comma-separated (cuda:0,cuda:1), "
+        "encode the corpus on all of them from one process (a sentence-transformers pool). Under torchrun "
+        "each rank takes its own GPU.",
+    ),
+]
 DtypeOpt = Annotated[
     str,
     typer.Option(

@@ -14,6 +14,15 @@ SCIFACT = SHARED / "beir" / "scifact"
 SCIFACT_MINI = REPO / "examples" / "scifact-mini"
 
 
+def free_port() -> int:
+    """A port no one listens on now (the OS picks it), so runs side by side never collide on a fixed one."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ["MBRET_CACHE"] = str(tmp_path_factory.mktemp("mbret-cache"))

@@ -21,6 +21,7 @@ from mbret.training.config import LOSSES, NEW_HEAD_QUERY_EXPANSION, TrainConfig,
 from mbret.training.data import load_training_data
 from mbret.training.presets import PRESETS
 
+from .conftest import free_port
 from .training_data import synthetic_beir, synthetic_rows, write_flag, write_id_directory, write_jsonl, write_triplets
 
 REPO = Path(__file__).resolve().parents[1]
@@ -321,7 +322,15 @@ def test_runs_under_torchrun_with_negatives_gathered_across_processes(tiny_model
     """Two CPU processes (gloo DDP) train one model; only rank 0 writes the log and the final model."""
     data = write_flag(tmp_path / "train.jsonl", n=32)
     out = tmp_path / "ddp"
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517"]
+    launcher = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(free_port()),
+    ]
     command = [*launcher, "-m", "mbret.cli", *_dense_train_args(tiny_model, data, out, 3), "--gather-across-devices"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)

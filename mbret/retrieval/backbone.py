@@ -43,6 +43,35 @@ def choose_device(device: str | None = None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def split_devices(device: str | None) -> tuple[str | None, list[str]]:
+    """`--device cuda:0,cuda:1` -> ("cuda:0", ["cuda:0", "cuda:1"]): the device queries and the model's
+    first copy use, and the devices a corpus is encoded on (one entry: no pool)."""
+    if device is None or "," not in device:
+        return device, []
+    devices = [d.strip() for d in device.split(",") if d.strip()]
+    for d in devices:
+        choose_device(d)
+    return devices[0], devices
+
+
+class EncodePool:
+    """sentence-transformers' multi-process pool, one process per device, for encoding a corpus on several
+    devices from one process (`--device cuda:0,cuda:1`). Started on first use, as each process loads its
+    own copy of the model, and stopped when the encoder goes away."""
+
+    def __init__(self, model: Any, devices: list[str]) -> None:
+        self.model, self.devices = model, devices
+        self._pool: Any = None
+
+    def get(self) -> Any:
+        if self._pool is None:
+            import weakref
+
+            self._pool = self.model.start_multi_process_pool(target_devices=self.devices)
+            weakref.finalize(self, type(self.model).stop_multi_process_pool, self._pool)
+        return self._pool
+
+
 def flash_attn_available() -> bool:
     return importlib.util.find_spec("flash_attn") is not None
 

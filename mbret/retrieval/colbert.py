@@ -30,7 +30,15 @@ from tqdm.auto import tqdm
 
 from mbret.errors import MbretError
 from mbret.hardware import release_freed_memory
-from mbret.retrieval.backbone import check_max_length, choose_device, model_identity, model_kwargs, resolve_model_path
+from mbret.retrieval.backbone import (
+    EncodePool,
+    check_max_length,
+    choose_device,
+    model_identity,
+    model_kwargs,
+    resolve_model_path,
+    split_devices,
+)
 from mbret.retrieval.dense import DEFAULT_MAX_TOKENS_CPU, DEFAULT_MAX_TOKENS_GPU, token_budget_batches
 
 DEFAULT_QUERY_LENGTH = 32  # the expansion width ColBERT and PyLate train with
@@ -158,6 +166,7 @@ class ColBERTEncoder:
     own_query_expansion: bool | None = None
     own_query_length: int | None = None
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
+    pool: EncodePool | None = field(default=None, repr=False, compare=False)  # several devices: the corpus's
 
     @classmethod
     def load(
@@ -176,6 +185,7 @@ class ColBERTEncoder:
         or a (query, document) pair) applies to a head built here: a checkpoint keeps its own prompts."""
         from sentence_transformers import MultiVectorEncoder
 
+        device, devices = split_devices(device)
         device = choose_device(device)
         path = resolve_model_path(model)
         for flag, value in (("--query-length", query_length), ("--document-length", document_length)):
@@ -202,6 +212,8 @@ class ColBERTEncoder:
             first = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
             raise MbretError(f"--model {model}: could not load the model ({first})") from None
         check_max_length(mve[0].document_length, encoder.max_position)
+        if devices:
+            encoder.pool = EncodePool(mve, devices)
         return encoder
 
     def default_query_length(self, expansion: bool | None = None, document_length: int | None = None) -> int:
@@ -305,6 +317,16 @@ class ColBERTEncoder:
         if batch_size <= 0:
             raise MbretError(f"--batch-size {batch_size}: must be a positive integer")
         documents = list(documents)
+        if self.pool is not None and documents:  # several devices: sentence-transformers' pool spreads them
+            with self.lock:
+                encoded = self.model.encode_document(
+                    documents,
+                    batch_size=batch_size,
+                    show_progress_bar=show_progress,
+                    pool=self.pool.get(),
+                    convert_to_numpy=False,
+                )
+            return [t.to(device="cpu", dtype=dtype) for t in encoded]
         out: list[torch.Tensor] = [torch.empty(0, self.dimension, dtype=dtype)] * len(documents)
         lengths = self.token_lengths(documents)
         budget = max_tokens or (DEFAULT_MAX_TOKENS_GPU if self.device.type == "cuda" else DEFAULT_MAX_TOKENS_CPU)

@@ -19,11 +19,13 @@ from tqdm.auto import tqdm
 
 from mbret.errors import MbretError
 from mbret.retrieval.backbone import (
+    EncodePool,
     check_max_length,
     choose_device,
     model_identity,
     model_kwargs,
     resolve_model_path,
+    split_devices,
 )
 
 logger = logging.getLogger(__name__)
@@ -82,6 +84,7 @@ class DenseEncoder:
     query_prompt: str | None = None
     document_prompt: str | None = None
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
+    pool: EncodePool | None = field(default=None, repr=False, compare=False)  # several devices: the corpus's
 
     @classmethod
     def load(
@@ -93,7 +96,10 @@ class DenseEncoder:
         query_prompt: str | None = None,
         document_prompt: str | None = None,
     ) -> DenseEncoder:
-        """Load a hub id, local dir, `minilm` or `tiny-modernbert`; a plain HF encoder gets mean pooling."""
+        """Load a hub id, local dir, `minilm` or `tiny-modernbert`; a plain HF encoder gets mean pooling.
+        `device` "cuda:0,cuda:1" encodes corpora on both (a sentence-transformers multi-process pool) and
+        queries on the first."""
+        device, devices = split_devices(device)
         device = choose_device(device)
         st_model = _load_sentence_transformer(model, device, dtype)
         config = getattr(st_model[0], "auto_model", None)
@@ -103,7 +109,7 @@ class DenseEncoder:
             st_model.max_seq_length = max_length
         _ensure_normalized(st_model)
         prompts = getattr(st_model, "prompts", {}) or {}
-        return cls(
+        encoder = cls(
             model=st_model,
             name=model_identity(model),
             query_prompt=query_prompt if query_prompt is not None else prompts.get("query") or None,
@@ -113,6 +119,9 @@ class DenseEncoder:
                 else prompts.get("document") or prompts.get("passage") or None
             ),
         )
+        if devices:
+            encoder.pool = EncodePool(st_model, devices)
+        return encoder
 
     @property
     def dimension(self) -> int:
@@ -148,6 +157,17 @@ class DenseEncoder:
         )
 
     def encode_corpus(self, documents: Sequence[str], batch_size: int = 64, show_progress: bool = True) -> np.ndarray:
+        if self.pool is not None and len(documents):
+            embeddings = self.model.encode(
+                list(documents),
+                prompt=self.document_prompt,
+                batch_size=batch_size,
+                show_progress_bar=show_progress,
+                pool=self.pool.get(),
+                convert_to_numpy=True,
+                normalize_embeddings=True,
+            )
+            return np.ascontiguousarray(embeddings, dtype=np.float32)
         return self.encode(
             documents,
             prompt=self.document_prompt,

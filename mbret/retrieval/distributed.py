@@ -247,8 +247,9 @@ def build_sharded(
             assert isinstance(base.index, PlaidIndex) and base.index.codec is not None
             codec = base.index.codec
         else:
-            codec, reuse = _shared_codec(world, encoder, shards, offsets, total, index_params, stage, batch_size)
-            phases.mark("train_s")
+            codec, reuse = _shared_codec(
+                world, encoder, shards, offsets, total, index_params, stage, batch_size, phases
+            )
 
     # 4. this rank's parts
     for s in todo:

@@ -85,7 +85,7 @@ class ResidualCodec:
             niter=niter,
             seed=seed,
             spherical=True,
-            gpu=False,
+            gpu=1 if _faiss_gpus(faiss) else False,  # faiss-gpu (the `gpu` extra): k-means on the first GPU
             verbose=False,
             max_points_per_centroid=256,
             min_points_per_centroid=16,  # only sets when faiss warns; the sample aims at ~40 (35 after skiplist)
@@ -169,6 +169,11 @@ class ResidualCodec:
             rows = packed[start : start + block].to(torch.int32).add_(shift)  # and for embedding_bag to read
             out[start : start + block] = torch.nn.functional.embedding_bag(rows, table, mode="sum")
         return out
+
+
+def _faiss_gpus(faiss: object) -> int:
+    get = getattr(faiss, "get_num_gpus", None)
+    return int(get()) if get is not None else 0
 
 
 def sample_rows(vectors: torch.Tensor, size: int, seed: int) -> torch.Tensor:
