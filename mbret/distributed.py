@@ -80,6 +80,7 @@ def leave(world: World) -> None:
         import torch.distributed as dist
 
         if dist.is_initialized():
+            dist.barrier()  # no rank tears its connections down while another still reads from them
             dist.destroy_process_group()
 
 

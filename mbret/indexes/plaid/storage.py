@@ -70,18 +70,20 @@ def link_chunk(directory: Path, c: int, arrays: dict[str, Path], doc_ids: Sequen
         json.dump(list(doc_ids), fh)
 
 
-def check_chunk(chunk: Chunk, where: Path, row_bytes: int, num_centroids: int, num_docs: int) -> None:
+def check_chunk(
+    chunk: Chunk, where: Path, row_bytes: int, num_centroids: int, num_docs: int, label: str = "the part"
+) -> None:
     """Refuse a chunk whose arrays do not fit one another, its documents and the codec."""
     tokens = int(np.asarray(chunk.doclens).sum())
     if not (len(chunk.codes) == len(chunk.residuals) == len(chunk.norms) == tokens):
         raise IndexFormatError(
-            f"{where}: holds {len(chunk.codes)} codes, {len(chunk.residuals)} residuals, "
+            f"{where}: {label} holds {len(chunk.codes)} codes, {len(chunk.residuals)} residuals, "
             f"{len(chunk.norms)} norms and {tokens} tokens by its doclens"
         )
     if chunk.residuals.ndim != 2 or chunk.residuals.shape[1] != row_bytes:
-        raise IndexFormatError(f"{where}: residuals of shape {chunk.residuals.shape}, not (n, {row_bytes})")
+        raise IndexFormatError(f"{where}: {label}'s residuals have shape {chunk.residuals.shape}, not (n, {row_bytes})")
     if len(chunk.doc_code_offsets) != chunk.num_docs + 1 or len(chunk.ivf_offsets) != num_centroids + 1:
-        raise IndexFormatError(f"{where}: lists do not fit its documents and {num_centroids} centroids")
+        raise IndexFormatError(f"{where}: {label}'s lists do not fit its documents and {num_centroids} centroids")
     if chunk.num_docs != num_docs:
         raise IndexFormatError(f"{where}: {chunk.num_docs} documents for {num_docs} doc ids")
 
@@ -122,7 +124,7 @@ def read_chunks(
         ids = _read_json(files[f"doc_ids_{c}"])
         if not isinstance(ids, list) or len(ids) != chunk.num_docs:
             raise IndexFormatError(f"{files[f'doc_ids_{c}']}: not a list of the chunk's {chunk.num_docs} doc ids")
-        check_chunk(chunk, files[f"codes_{c}"], row_bytes, num_centroids, len(ids))
+        check_chunk(chunk, files[f"codes_{c}"], row_bytes, num_centroids, len(ids), label=f"chunk {c}")
         chunks.append(chunk)
         doc_ids.extend(ids)
     if "deleted" in files:
