@@ -242,7 +242,7 @@ def index(
     """
     from mbret.distributed import launched
     from mbret.retrieval import Retriever
-    from mbret.retrieval.retriever import check_mode, load_encoder
+    from mbret.retrieval.retriever import check_mode, check_new_out, load_encoder
 
     index_type = check_mode(mode, index_type)
     if launched() or resume:
@@ -320,11 +320,7 @@ def index(
         raise MbretError("--recluster goes with --add (a new index is clustered on its own corpus)")
     if model is None:
         raise MbretError("--model is required to build a new index (e.g. --model minilm)")
-    if out.exists() and any(out.iterdir()):
-        if not (out / "manifest.json").is_file():
-            raise MbretError(f"{out}: exists and is not an mbret index; choose another --out")
-        if not overwrite:
-            raise MbretError(f"{out}: already exists; pass --add to add documents or --overwrite to replace it")
+    check_new_out(out, overwrite)
     encoder = load_encoder(
         model,
         mode,

@@ -48,7 +48,7 @@ from mbret.indexes.plaid.codec import ResidualCodec
 from mbret.io import index_lock, load_npy, save_npy, write_json_atomic
 from mbret.retrieval.colbert import ColBERTEncoder
 from mbret.retrieval.dense import DenseEncoder
-from mbret.retrieval.retriever import CHUNK_DOCS, Retriever
+from mbret.retrieval.retriever import CHUNK_DOCS, Retriever, check_new_out
 
 STAGING_VERSION = 1
 CODEC_ARRAYS = ("centroids", "cutoffs", "weights")
@@ -182,11 +182,8 @@ def build_sharded(
 
     # 1. the staging area: new, or the one a killed build left (--resume with the same settings)
     def prepare() -> dict[str, Any]:
-        if base is None and out.exists() and any(out.iterdir()):
-            if not (out / "manifest.json").is_file():
-                raise MbretError(f"{out}: exists and is not an mbret index; choose another --out")
-            if not overwrite:
-                raise MbretError(f"{out}: already exists; pass --add to add documents or --overwrite to replace it")
+        if base is None:
+            check_new_out(out, overwrite)
         build_file = stage / "build.json"
         if resume and build_file.is_file():
             build = json.loads(build_file.read_text(encoding="utf-8"))

@@ -63,6 +63,15 @@ def check_mode(mode: str, index_type: str | None = None) -> str:
     return index_type
 
 
+def check_new_out(out: Path, overwrite: bool = False) -> None:
+    """Refuse to build a new index into `out` when it holds something else, or an index and not `overwrite`."""
+    if out.exists() and any(out.iterdir()):
+        if not (out / "manifest.json").is_file():
+            raise MbretError(f"{out}: exists and is not an mbret index; choose another --out")
+        if not overwrite:
+            raise MbretError(f"{out}: already exists; pass --add to add documents or --overwrite to replace it")
+
+
 def load_encoder(
     model: str,
     mode: str = "dense",
