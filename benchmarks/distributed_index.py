@@ -8,7 +8,9 @@ ranks (OMP_NUM_THREADS = cores / N), so the comparison spends the same CPU. Prin
 (process start to exit, model loading included, as a user waits for it), its ratio to the baseline, each
 rank's seconds per phase and peak RSS, and the serial part of the sharded build: what rank 0 does while
 the others wait (k-means and the codec's broadcast, the commit) as a share of the baseline's build time.
-Results go to docs/benchmarks.md ("Distributed builds").
+`--copies C` indexes C copies of the corpus (ids suffixed `#c`): with `--processes C` every rank's shard
+is the size of the data's corpus (the issue's "SciFact-sized shards"). Results go to docs/benchmarks.md
+("Distributed builds").
 """
 
 from __future__ import annotations
@@ -54,11 +56,21 @@ def main() -> None:
     parser.add_argument("--processes", default="2", help="comma-separated process counts besides the baseline")
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--out", default=str(REPO / "runs" / "distributed-bench"))
+    parser.add_argument("--copies", type=int, default=1, help="index this many copies of the corpus (new ids)")
     args = parser.parse_args()
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    index = [sys.executable, "-m", "mbret", "index", args.data, "--model", args.model, "--mode", args.mode]
+    data = args.data
+    if args.copies > 1:
+        source = Path(data) / "corpus.jsonl" if Path(data).is_dir() else Path(data)
+        rows = [json.loads(line) for line in source.read_text(encoding="utf-8").splitlines() if line.strip()]
+        data = str(out / "corpus.jsonl")
+        with open(data, "w", encoding="utf-8") as f:
+            for c in range(args.copies):
+                for row in rows:
+                    f.write(json.dumps({**row, "_id": f"{row['_id']}#{c}"}) + "\n")
+    index = [sys.executable, "-m", "mbret", "index", data, "--model", args.model, "--mode", args.mode]
 
     wall, rss = run([*index, "--out", str(out / "p1"), "--report", str(out / "p1.json")], args.cores)
     baseline = json.loads((out / "p1.json").read_text())["ranks"][0]

@@ -84,6 +84,16 @@ def leave(world: World) -> None:
             dist.destroy_process_group()
 
 
+def node_threads(world: World) -> int:
+    """Threads for work rank 0 does alone while the other ranks on its node wait at a collective (k-means):
+    this process's threads times the ranks on the node, at most the CPUs. Under torchrun's default of one
+    thread a rank, that is the threads a single process on the node runs with, so the codec is trained as
+    `mbret index` in one process would train it."""
+    before = torch.get_num_threads()
+    ranks_here = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if world.backend is not None else 1
+    return max(before, min(before * ranks_here, os.cpu_count() or before))
+
+
 def barrier(world: World) -> None:
     if world.backend is not None:
         import torch.distributed as dist

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -41,6 +42,26 @@ def map_on_cores(fn: Callable[[T], R], items: Sequence[T], workers: int | None =
         return [fn(item) for item in items]
     with ThreadPoolExecutor(workers) as pool:
         return list(pool.map(fn, items))
+
+
+@contextlib.contextmanager
+def cpu_threads(threads: int | None) -> Iterator[int]:
+    """Run the block on `threads` CPU threads, torch's intra-op pool and FAISS's OpenMP alike (None: as
+    they are), then set both back. Not for a block that runs beside other threads' work: the counts are
+    per process."""
+    import faiss
+
+    before, faiss_before = torch.get_num_threads(), faiss.omp_get_max_threads()
+    if threads is None or threads < 1:
+        yield before
+        return
+    torch.set_num_threads(threads)
+    faiss.omp_set_num_threads(threads)
+    try:
+        yield threads
+    finally:
+        torch.set_num_threads(before)
+        faiss.omp_set_num_threads(faiss_before)
 
 
 def release_freed_memory() -> bool:

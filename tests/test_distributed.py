@@ -29,10 +29,15 @@ def torchrun(*args: str | Path, nproc: int = 2, timeout: float = 300) -> subproc
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+# torchrun's 2 ranks of one thread each train k-means on rank 0 with both their threads (the node's)
+NODE_THREADS = str(min(2, os.cpu_count() or 1))
+
+
 def mbret(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    """`mbret ARGS` in a process of its own, on one thread as each rank runs: the thread count changes
-    float sums (encoding, k-means), so builds compared for identical results must share it."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    """`mbret ARGS` in a process of its own, on one thread as each rank runs, and k-means on the threads
+    rank 0 trains it on: the thread count changes float sums (encoding, k-means), so builds compared for
+    identical results must share it."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "MBRET_KMEANS_THREADS": NODE_THREADS}
     command = [sys.executable, "-m", "mbret", *map(str, args)]
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
@@ -74,14 +79,15 @@ def test_two_processes_build_what_one_process_builds(
     assert not list(tmp_path.glob(".two.staging"))
 
 
-def test_fed_the_same_vectors_the_codec_is_byte_identical(tmp_path: Path) -> None:
+def test_fed_the_same_vectors_the_codec_is_byte_identical(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Apart from encoding: the same vectors give the same centroids, cut-offs and codes in 2 processes as
-    in a plain single-process `Retriever.build`."""
+    in a plain single-process `Retriever.build` (k-means on as many threads)."""
     from mbret.data.datasets import load_corpus
     from mbret.indexes import load_index
     from tests.distributed_vectors import VectorEncoder, vectors_of
 
     corpus = SCIFACT_MINI / "corpus.jsonl"
+    monkeypatch.setenv("MBRET_KMEANS_THREADS", NODE_THREADS)
     single = Retriever.build(
         load_corpus(corpus),
         VectorEncoder(model=None, name="vectors"),

@@ -390,3 +390,25 @@ def test_stage_scores_equal_their_plain_definitions(
             plain4 = float((vectors[rows] @ query.T).amax(dim=0).sum())
             assert score2 == pytest.approx(plain2, abs=1e-5) and score3 == pytest.approx(plain3, abs=1e-5)
             assert stage4[d] == pytest.approx(plain4, abs=1e-4)
+
+
+def test_kmeans_threads_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """$MBRET_KMEANS_THREADS sets k-means' threads for the training alone (what a torchrun build's rank 0
+    trains on, to compare like with like); a bad value is refused by name."""
+    from mbret.errors import MbretError
+    from mbret.hardware import cpu_threads
+
+    sample = torch.nn.functional.normalize(torch.randn(4000, 16, generator=torch.Generator().manual_seed(3)), dim=1)
+    monkeypatch.setenv("MBRET_KMEANS_THREADS", "two")
+    with pytest.raises(MbretError, match=r"\$MBRET_KMEANS_THREADS='two'"):
+        ResidualCodec.train(sample, 2, 32)
+    monkeypatch.setenv("MBRET_KMEANS_THREADS", "1")
+    before = torch.get_num_threads()
+    from_env = ResidualCodec.train(sample, 2, 32)
+    assert torch.get_num_threads() == before  # set back after training
+    monkeypatch.delenv("MBRET_KMEANS_THREADS")
+    with cpu_threads(1):
+        assert torch.get_num_threads() == 1
+        by_hand = ResidualCodec.train(sample, 2, 32)
+    assert torch.get_num_threads() == before
+    assert from_env.fingerprint() == by_hand.fingerprint()

@@ -39,8 +39,17 @@ import torch
 
 import mbret
 from mbret.data.datasets import ByteSpan, Corpus, byte_spans, doc_text, load_corpus, load_corpus_jsonl
-from mbret.distributed import World, agree, all_gather_json, barrier, broadcast_tensors, gather_rows
+from mbret.distributed import (
+    World,
+    agree,
+    all_gather_json,
+    barrier,
+    broadcast_tensors,
+    gather_rows,
+    node_threads,
+)
 from mbret.errors import MbretError
+from mbret.hardware import cpu_threads
 from mbret.indexes import DocumentStore, new_index
 from mbret.indexes.parts import is_complete, write_part
 from mbret.indexes.plaid import PlaidIndex
@@ -375,7 +384,8 @@ def _shared_codec(
             for (s, _), piece in zip(per_rank, torch.split(rows, [n for _, n in per_rank])):
                 by_shard[s] = piece
         vectors = torch.cat([by_shard[s] for s in sorted(by_shard)])
-        trainer.train(vectors, num_tokens=int(len(vectors) * total / max(len(sample), 1)))
+        with cpu_threads(node_threads(world)):  # the node's other ranks wait for the codec: their cores train it
+            trainer.train(vectors, num_tokens=int(len(vectors) * total / max(len(sample), 1)))
         codec = trainer.codec
         assert codec is not None
         codec_dir.mkdir(parents=True, exist_ok=True)

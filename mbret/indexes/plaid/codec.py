@@ -3,19 +3,37 @@
 Training: k-means (FAISS, seeded, spherical) on a sample of token vectors gives the centroids; the residuals'
 quantiles give the bucket cut-offs, and each bucket decodes to the mean of its training residuals. A token
 is stored as its nearest centroid's id plus its residual's buckets, packed `8 / nbits` to a byte.
+
+Training runs on the process's threads, or on `$MBRET_KMEANS_THREADS` where set. The thread count changes
+BLAS's float sums and so, by a hair, the centroids: two builds give byte-identical codecs from the same
+sample only at the same k-means thread count (a torchrun build trains on its node's cores, see
+`mbret.distributed.node_threads`).
 """
 
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 
 from mbret.errors import MbretError
+from mbret.hardware import cpu_threads
 
 NBITS = (1, 2, 4, 8)
 QUANTILE_SAMPLE = 2_000_000  # residual values the bucket cut-offs are estimated from
 TRAIN_PER_CENTROID = 40  # k-means sample: token vectors per centroid
+KMEANS_THREADS_ENV = "MBRET_KMEANS_THREADS"
+
+
+def kmeans_threads() -> int | None:
+    """`$MBRET_KMEANS_THREADS` as a thread count, or None (keep the process's)."""
+    value = os.environ.get(KMEANS_THREADS_ENV, "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise MbretError(f"${KMEANS_THREADS_ENV}={value!r}: expected a positive number of threads")
+    return int(value)
 
 
 def default_num_centroids(num_tokens: int) -> int:
@@ -90,9 +108,10 @@ class ResidualCodec:
             max_points_per_centroid=256,
             min_points_per_centroid=16,  # only sets when faiss warns; the sample aims at ~40 (35 after skiplist)
         )
-        kmeans.train(sample.numpy())
-        centroids = torch.from_numpy(kmeans.centroids.copy())
-        codes = cls.assign(centroids, sample)
+        with cpu_threads(kmeans_threads()):
+            kmeans.train(sample.numpy())
+            centroids = torch.from_numpy(kmeans.centroids.copy())
+            codes = cls.assign(centroids, sample)
         levels = 1 << nbits
         dim = sample.shape[1]
         if sample.numel() > QUANTILE_SAMPLE:  # quantiles of a fixed, seeded subsample of residual values:
