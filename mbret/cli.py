@@ -32,10 +32,19 @@ ModelOpt = Annotated[
         help="Hub id, local dir, 'minilm' (offline all-MiniLM-L6-v2) or 'tiny-modernbert' (random, for smoke tests).",
     ),
 ]
-ModeOpt = Annotated[str, typer.Option("--mode", help="Retrieval head: dense (one vector) or colbert (one per token).")]
+ModeOpt = Annotated[
+    str,
+    typer.Option(
+        "--mode",
+        help="Retrieval head: dense (one vector), colbert (one per token), or bm25 (words; no --model, settings "
+        "by --index-param method, k1, b, delta, stemmer, stopwords).",
+    ),
+]
 IndexTypeOpt = Annotated[
     str | None,
-    typer.Option("--index-type", help="dense: flat (exact, default), hnsw, ivfpq; colbert: plaid (default), exact."),
+    typer.Option(
+        "--index-type", help="dense: flat (exact, default), hnsw, ivfpq; colbert: plaid (default), exact; bm25: bm25."
+    ),
 ]
 QueryLenOpt = Annotated[
     int | None,
@@ -248,6 +257,8 @@ def index(
     if launched() or resume:
         if recluster and not add:
             raise MbretError("--recluster goes with --add (a new index is clustered on its own corpus)")
+        if mode == "bm25":
+            raise MbretError("--mode bm25 builds in one process: run mbret index without torchrun or --resume")
         if model is None and not add:
             raise MbretError("--model is required to build a new index (e.g. --model minilm)")
         _index_sharded(
@@ -318,7 +329,7 @@ def index(
         return
     if recluster:
         raise MbretError("--recluster goes with --add (a new index is clustered on its own corpus)")
-    if model is None:
+    if model is None and mode != "bm25":
         raise MbretError("--model is required to build a new index (e.g. --model minilm)")
     check_new_out(out, overwrite)
     encoder = load_encoder(
@@ -349,8 +360,9 @@ def index(
         from mbret.io import write_json_atomic
 
         write_json_atomic(report, {"num_docs": len(retriever.index), "world_size": 1, "ranks": [t]})
+    shape = f"{encoder.dimension}-d" if encoder.dimension else f"{retriever.index.num_terms:,} terms"
     typer.echo(
-        f"indexed {len(retriever.index)} documents into {out} ({index_type}, {encoder.dimension}-d) "
+        f"indexed {len(retriever.index)} documents into {out} ({index_type}, {shape}) "
         f"in {t['encode_corpus_s'] + t['index_build_s']:.1f}s"
     )
 
@@ -816,7 +828,7 @@ def eval_command(
         missing = next((d for judged in dataset.qrels.values() for d in judged if d not in retriever.index), None)
         if missing is not None:
             raise MbretError(f"{index_dir}: lacks doc {missing!r} of {data}; index the same corpus")
-    elif model is None:
+    elif model is None and mode != "bm25":
         raise MbretError("--model is required unless --index names an existing index")
     result = evaluate(
         dataset,

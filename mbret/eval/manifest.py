@@ -26,6 +26,7 @@ def library_versions() -> dict[str, str | None]:
         "transformers": _version("transformers"),
         "sentence-transformers": _version("sentence-transformers"),
         "faiss": _version("faiss-cpu") or _version("faiss-gpu"),
+        "bm25s": _version("bm25s"),
         "python": platform.python_version(),
     }
 
@@ -56,8 +57,11 @@ def device_name(device: torch.device) -> str:
 
 
 def run_manifest(encoder: Any, seed: int = 0) -> dict[str, Any]:
-    """Versions, model id, weights hash, device and dtype of an encoder (dense or ColBERT)."""
+    """Versions, model id, weights hash, device and dtype of an encoder (dense or ColBERT; bm25 has no
+    weights, its settings are the index's parameters)."""
     model = encoder.model
+    if model is None:
+        return {"versions": library_versions(), "model": encoder.name, "weights_sha256": None, "seed": seed}
     return {
         "versions": library_versions(),
         "model": encoder.name,

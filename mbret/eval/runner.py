@@ -86,7 +86,8 @@ def evaluate(
     params: Sequence[Any] = (),
     ids: Sequence[str] | None = None,
 ) -> EvalResult:
-    """Score a retriever (dense or colbert) on `dataset`; builds one from `model` unless `retriever` is given.
+    """Score a retriever (dense, colbert or bm25) on `dataset`; builds one from `model` unless `retriever` is
+    given (`mode="bm25"` needs no model).
 
     The result's settings carry the run manifest (versions, weights hash, ...): `manifest` if given, else
     computed here, unless `with_manifest` is False (evaluations during training, whose weights keep moving
@@ -102,7 +103,7 @@ def evaluate(
     timings: dict[str, float] = {}
     start = time.perf_counter()
     if retriever is None:
-        if model is None:
+        if model is None and mode != "bm25":
             raise ValueError("evaluate() needs a retriever or a model")
         retriever = Retriever.build(
             dataset.corpus,

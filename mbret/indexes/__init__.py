@@ -14,12 +14,13 @@ import numpy as np
 
 from mbret.errors import IndexFormatError
 from mbret.indexes.base import Manifest, check_compatible, load_committed, read_manifest
+from mbret.indexes.bm25 import Bm25Index
 from mbret.indexes.faiss_index import INDEX_TYPES, FaissIndex, default_params
 from mbret.indexes.maxsim import ExactMaxSimIndex
 from mbret.indexes.plaid import PlaidIndex, PlaidSearchParams
 from mbret.indexes.store import Document, DocumentStore
 
-INDEX_TYPES_BY_MODE = {"dense": INDEX_TYPES, "colbert": ("plaid", "exact")}
+INDEX_TYPES_BY_MODE = {"dense": INDEX_TYPES, "colbert": ("plaid", "exact"), "bm25": ("bm25",)}
 
 
 class Index(Protocol):
@@ -62,12 +63,19 @@ class Index(Protocol):
     def train(self, sample: Any, num_tokens: int | None = None) -> None: ...
 
 
-INDEX_CLASSES: dict[str, type] = {"faiss": FaissIndex, "maxsim": ExactMaxSimIndex, "plaid": PlaidIndex}
+INDEX_CLASSES: dict[str, type] = {
+    "faiss": FaissIndex,
+    "maxsim": ExactMaxSimIndex,
+    "plaid": PlaidIndex,
+    "bm25": Bm25Index,
+}
 
 
 def new_index(mode: str, index_type: str, dimension: int, params: dict[str, Any] | None = None) -> Index:
-    """An empty index for `mode` ("dense"/"colbert") and `index_type` (`INDEX_TYPES_BY_MODE`)."""
+    """An empty index for `mode` ("dense"/"colbert"/"bm25") and `index_type` (`INDEX_TYPES_BY_MODE`)."""
     params = dict(params or {})
+    if mode == "bm25":
+        return Bm25Index(params)
     if mode == "colbert" and index_type == "plaid":
         search = PlaidSearchParams(
             **{f: params.pop(f) for f in list(params) if f in PlaidSearchParams.__dataclass_fields__}
@@ -87,6 +95,7 @@ def load_index(path: str | Path) -> tuple[Any, Manifest]:
 
 
 __all__ = [
+    "Bm25Index",
     "Document",
     "DocumentStore",
     "INDEX_CLASSES",

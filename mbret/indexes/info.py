@@ -45,6 +45,8 @@ def index_info(path: str | Path) -> dict[str, Any]:
     }
     if manifest.mode == "colbert":
         info["num_tokens"] = int(index.num_tokens)
+    if manifest.mode == "bm25":
+        info["num_terms"] = int(index.num_terms)
     info["bytes"] = sizes
     info["store_text"] = index.documents.store_text
     info["metadata_fields"] = index.documents.field_stats()
@@ -54,9 +56,13 @@ def index_info(path: str | Path) -> dict[str, Any]:
 
 def format_info(info: dict[str, Any]) -> str:
     """The plain-text form of `index_info`, for the terminal."""
+    what = (
+        f"bm25 index ({info['num_terms']:,} terms)"
+        if "num_terms" in info
+        else f"{info['mode']} {info['index_type']} index of {info['model']} ({info['dimension']}-d)"
+    )
     lines = [
-        f"{info['path']}: {info['mode']} {info['index_type']} index of {info['model']} ({info['dimension']}-d), "
-        f"generation {info['generation']}",
+        f"{info['path']}: {what}, generation {info['generation']}",
         f"documents: {info['num_live']:,} live, {info['num_deleted']:,} deleted ({info['num_docs']:,} ids given)"
         + (f"; {info['num_tokens']:,} token vectors" if "num_tokens" in info else ""),
         "text stored: " + ("yes" if info["store_text"] else "no (ids and metadata only)"),

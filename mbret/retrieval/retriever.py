@@ -1,7 +1,8 @@
 """Retriever = encoder + index: build from a corpus, add, delete, search, save and reload as one unit.
 
 `mode="dense"` pairs a `DenseEncoder` with a FAISS index; `mode="colbert"` pairs a `ColBERTEncoder` with
-an exact MaxSim index. Both sides share one protocol (`encode_corpus`, `encode_queries`; `add`, `delete`,
+a PLAID or exact MaxSim index; `mode="bm25"` pairs a pass-through `TextEncoder` with a BM25 index, which
+tokenizes the texts itself. Both sides share one protocol (`encode_corpus`, `encode_queries`; `add`, `delete`,
 `search`, `save`), so everything here is mode-agnostic.
 """
 
@@ -35,10 +36,12 @@ from mbret.indexes import (
 from mbret.retrieval.backbone import model_identity
 from mbret.retrieval.colbert import ColBERTEncoder
 from mbret.retrieval.dense import DenseEncoder
+from mbret.retrieval.lexical import BM25_MODEL, TextEncoder
 
-MODES = ("dense", "colbert")
+MODES = ("dense", "colbert", "bm25")
 CHUNK_DOCS = 2048  # ColBERT documents encoded and indexed at a time: bounds peak memory
-DEFAULT_INDEX_TYPE = {"dense": "flat", "colbert": "plaid"}
+DEFAULT_INDEX_TYPE = {"dense": "flat", "colbert": "plaid", "bm25": "bm25"}
+Encoder = DenseEncoder | ColBERTEncoder | TextEncoder
 
 
 @dataclass
@@ -73,7 +76,7 @@ def check_new_out(out: Path, overwrite: bool = False) -> None:
 
 
 def load_encoder(
-    model: str,
+    model: str | None,
     mode: str = "dense",
     device: str | None = None,
     dtype: str | None = None,
@@ -84,10 +87,18 @@ def load_encoder(
     query_prompt: str | None = None,
     document_prompt: str | None = None,
     query_expansion: bool | None = None,
-) -> DenseEncoder | ColBERTEncoder:
+) -> Encoder:
     """The encoder of a mode: prompts are dense-only (ColBERT uses its markers), and so are the query
-    length, document length and query expansion colbert-only."""
+    length, document length and query expansion colbert-only; bm25 takes no model (texts pass through)."""
     check_mode(mode)
+    if mode == "bm25":
+        if model not in (None, BM25_MODEL):
+            raise MbretError(f"--model {model}: --mode bm25 takes no model (it scores the texts' words)")
+        if query_prompt or document_prompt or query_expansion is not None:
+            raise MbretError("--query-prompt/--document-prompt/--query-expansion do not apply to --mode bm25")
+        return TextEncoder()
+    if model is None:
+        raise MbretError("--model is required to build a new index (e.g. --model minilm)")
     if mode == "colbert":
         if query_prompt or document_prompt:
             raise MbretError("--query-prompt/--document-prompt apply to --mode dense; ColBERT uses its own markers")
@@ -116,7 +127,7 @@ def load_encoder(
 class Retriever:
     """An encoder and the index of its corpus embeddings."""
 
-    encoder: DenseEncoder | ColBERTEncoder
+    encoder: Encoder
     index: Index
     batch_size: int = 64
     timings: dict[str, float] = field(default_factory=dict)
@@ -127,13 +138,15 @@ class Retriever:
 
     @property
     def mode(self) -> str:
+        if isinstance(self.encoder, TextEncoder):
+            return "bm25"
         return "colbert" if isinstance(self.encoder, ColBERTEncoder) else "dense"
 
     @classmethod
     def build(
         cls,
         corpus: Corpus,
-        model: str | DenseEncoder | ColBERTEncoder,
+        model: str | Encoder | None,
         index_type: str | None = None,
         index_params: dict[str, Any] | None = None,
         batch_size: int = 64,
@@ -151,9 +164,9 @@ class Retriever:
         """Encode `corpus` and index it; the corpus is fully validated before this is called. The index's
         document store keeps each document's title, text and metadata (only ids and metadata when
         `store_text` is False, for corpora too large to copy)."""
-        if isinstance(model, (DenseEncoder, ColBERTEncoder)):
+        if isinstance(model, (DenseEncoder, ColBERTEncoder, TextEncoder)):
             encoder = model
-            mode = "colbert" if isinstance(model, ColBERTEncoder) else "dense"
+            mode = {ColBERTEncoder: "colbert", TextEncoder: "bm25"}.get(type(model), "dense")
         else:
             encoder = load_encoder(
                 model,
@@ -191,7 +204,7 @@ class Retriever:
         if clash is not None:
             raise MbretError(f"doc id {clash!r} is already in the index (delete it first to replace it)")
         ids, texts, documents = list(corpus), [doc_text(d) for d in corpus.values()], list(corpus.values())
-        if self.mode == "dense":
+        if self.mode != "colbert":
             start = time.perf_counter()
             embeddings = self.encoder.encode_corpus(texts, batch_size=self.batch_size, show_progress=show_progress)
             self._time("encode_corpus_s", start)
@@ -349,6 +362,17 @@ class Retriever:
 
     def manifest(self) -> Manifest:
         encoder = self.encoder
+        if isinstance(encoder, TextEncoder):
+            return Manifest(
+                kind="bm25",
+                mode="bm25",
+                model=encoder.name,
+                dimension=0,
+                normalized=False,
+                max_length=0,
+                num_docs=len(self.index),
+                index_type=self.index.index_type,
+            )
         if isinstance(encoder, ColBERTEncoder):
             prompts = encoder.prompts
             return Manifest(
@@ -401,11 +425,15 @@ class Retriever:
         `query_expansion` and `query_length` override that (they change queries only, never the documents).
         An index written before mbret recorded `query_expansion` expanded its queries, and still does."""
         manifest = read_manifest(path)
-        if model is not None:
-            check_compatible(manifest, model=model_identity(model), where=path)
+        if model is not None and model != manifest.model:
+            check_compatible(manifest, model=BM25_MODEL if model == BM25_MODEL else model_identity(model), where=path)
         index, manifest = load_index(path)
-        encoder: DenseEncoder | ColBERTEncoder
-        if manifest.mode == "colbert":
+        encoder: Encoder
+        if manifest.mode == "bm25":
+            if query_expansion is not None or query_length is not None:
+                raise MbretError(f"{path}: a bm25 index; --query-expansion and --query-length apply to colbert")
+            encoder = TextEncoder()
+        elif manifest.mode == "colbert":
             saved = manifest.query_expansion if manifest.query_expansion is not None else True
             expansion = saved if query_expansion is None else query_expansion
             encoder = ColBERTEncoder.load(
