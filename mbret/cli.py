@@ -87,6 +87,14 @@ DocLenOpt = Annotated[
     int | None,
     typer.Option("--document-length", help="colbert: max document tokens (default 300; --suite: the registry's)."),
 ]
+PoolFactorOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--pool-factor",
+        help="colbert: cluster each document's token vectors into about 1/N of them (hierarchical Ward pooling, "
+        "as PyLate's pool_factor): 2 halves the index. Recorded in the manifest and applied to --add.",
+    ),
+]
 BatchOpt = Annotated[int, typer.Option("--batch-size", help="Texts per forward pass.")]
 WhereOpt = Annotated[
     str | None,
@@ -190,6 +198,7 @@ def index(
     query_length: QueryLenOpt = None,
     query_expansion: QueryExpansionOpt = None,
     document_length: DocLenOpt = None,
+    pool_factor: PoolFactorOpt = None,
     nbits: NbitsOpt = 2,
     n_ivf_probe: ProbeOpt = None,
     centroid_score_threshold: ThresholdOpt = None,
@@ -297,6 +306,7 @@ def index(
                     query_prompt=query_prompt,
                     document_prompt=document_prompt,
                     query_expansion=query_expansion,
+                    pool_factor=pool_factor,
                 )
             ),
             device=device,
@@ -316,6 +326,11 @@ def index(
                 query_expansion=query_expansion,
                 query_length=query_length,
             )
+            built_with = getattr(retriever.encoder, "pool_factor", 1)
+            if pool_factor is not None and pool_factor != built_with:
+                raise MbretError(
+                    f"--pool-factor {pool_factor}: {out} pools documents by {built_with}; --add pools as the index does"
+                )
             retriever.add(docs)
             if recluster:
                 retriever.recluster()
@@ -343,6 +358,7 @@ def index(
         query_prompt=query_prompt,
         document_prompt=document_prompt,
         query_expansion=query_expansion,
+        pool_factor=pool_factor,
     )
     retriever = Retriever.build(
         docs,
@@ -739,6 +755,7 @@ def eval_command(
     query_length: QueryLenOpt = None,
     query_expansion: QueryExpansionOpt = None,
     document_length: DocLenOpt = None,
+    pool_factor: PoolFactorOpt = None,
     nbits: NbitsOpt = 2,
     n_ivf_probe: ProbeOpt = None,
     centroid_score_threshold: ThresholdOpt = None,
@@ -839,6 +856,7 @@ def eval_command(
         query_length=query_length,
         document_length=document_length,
         query_expansion=query_expansion,
+        pool_factor=pool_factor,
         index_params=_index_params(index_type or "", None, nbits, None, None, None, None),
         search_params=search_params,
         metrics=metric_names,

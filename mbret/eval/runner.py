@@ -78,6 +78,7 @@ def evaluate(
     query_length: int | None = None,
     document_length: int | None = None,
     query_expansion: bool | None = None,
+    pool_factor: int | None = None,
     index_params: dict[str, Any] | None = None,
     search_params: PlaidSearchParams | None = None,
     manifest: dict[str, Any] | None = None,
@@ -119,6 +120,7 @@ def evaluate(
             query_length=query_length,
             document_length=document_length,
             query_expansion=query_expansion,
+            pool_factor=pool_factor,
         )
         timings.update(retriever.timings)
     retriever.batch_size = batch_size
@@ -166,6 +168,7 @@ def evaluate(
             "queries_cut": cut,
             "queries_cut_note": retriever.cut_queries_note(texts, cut),
             "document_length": index_manifest.document_length,
+            "pool_factor": index_manifest.pool_factor,
             "device": str(retriever.encoder.device),
             "filter": (
                 {"where": where, "params": list(params), "ids": len(ids) if ids is not None else None}

@@ -57,6 +57,7 @@ class Manifest:
     query_length: int | None = None  # colbert: the expansion width, or the longest query kept without expansion
     query_expansion: bool | None = None  # colbert: queries padded with [MASK]; None (older indexes): expanded
     document_length: int | None = None  # colbert: documents cut at this many tokens
+    pool_factor: int | None = None  # colbert: documents' token vectors pooled to ~1/pool_factor (None, 1: not)
     seed: int | None = None  # colbert: seed of a freshly initialised projection
     files: dict[str, str] = field(default_factory=dict)
     generation: int = 0

@@ -167,6 +167,7 @@ class ColBERTEncoder:
     own_query_length: int | None = None
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
     pool: EncodePool | None = field(default=None, repr=False, compare=False)  # several devices: the corpus's
+    pool_factor: int = 1  # documents' token vectors clustered to about 1 / pool_factor of them (1: none)
 
     @classmethod
     def load(
@@ -179,12 +180,16 @@ class ColBERTEncoder:
         seed: int = 0,
         query_expansion: bool | None = None,
         markers: str | tuple[str, str] | None = None,
+        pool_factor: int | None = None,
     ) -> ColBERTEncoder:
         """`query_expansion` None keeps a ColBERT/PyLate checkpoint's own setting and is off for a head built
         from any other encoder; `query_length` None takes `default_query_length`. `markers` (a `MARKERS` name
-        or a (query, document) pair) applies to a head built here: a checkpoint keeps its own prompts."""
+        or a (query, document) pair) applies to a head built here: a checkpoint keeps its own prompts.
+        `pool_factor` > 1 clusters each document's token vectors (`pool_documents`)."""
         from sentence_transformers import MultiVectorEncoder
 
+        if pool_factor is not None and (isinstance(pool_factor, bool) or not 1 <= pool_factor <= 64):
+            raise MbretError(f"--pool-factor {pool_factor}: must be a whole number from 1 (no pooling) to 64")
         device, devices = split_devices(device)
         device = choose_device(device)
         path = resolve_model_path(model)
@@ -205,7 +210,7 @@ class ColBERTEncoder:
                 mve = _build_colbert_pipeline(
                     path, device, dtype, document_length or DEFAULT_DOCUMENT_LENGTH, seed, markers
                 )
-            encoder = cls(mve, model_identity(model), seed, own_expansion, own_length)
+            encoder = cls(mve, model_identity(model), seed, own_expansion, own_length, pool_factor=pool_factor or 1)
             expansion = bool(own_expansion) if query_expansion is None else query_expansion
             _configure_queries(mve[0], expansion, query_length or encoder.default_query_length(expansion))
         except (OSError, ValueError) as exc:
@@ -326,7 +331,28 @@ class ColBERTEncoder:
                     pool=self.pool.get(),
                     convert_to_numpy=False,
                 )
-            return [t.to(device="cpu", dtype=dtype) for t in encoded]
+            return self.pool_documents([t.to(device="cpu", dtype=dtype) for t in encoded])
+        return self.pool_documents(self._encode_corpus(documents, batch_size, show_progress, max_tokens, dtype))
+
+    def pool_documents(self, documents: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Each document's token vectors clustered into about 1 / `pool_factor` of them (Ward linkage on
+        cosine, cluster means re-normalised, the first token kept as it is): sentence-transformers'
+        `HierarchicalTokenPooling`, as PyLate's `pool_factor` does. As they are when `pool_factor` is 1."""
+        if self.pool_factor <= 1 or not documents:
+            return documents
+        from sentence_transformers.multi_vector_encoder.modules.token_pooling import HierarchicalTokenPooling
+
+        pooler = HierarchicalTokenPooling(pool_factor=float(self.pool_factor), use_kernels=False)
+        return [t.contiguous() for t in pooler.pool(documents)]
+
+    def _encode_corpus(
+        self,
+        documents: list[str],
+        batch_size: int,
+        show_progress: bool,
+        max_tokens: int | None,
+        dtype: torch.dtype,
+    ) -> list[torch.Tensor]:
         out: list[torch.Tensor] = [torch.empty(0, self.dimension, dtype=dtype)] * len(documents)
         lengths = self.token_lengths(documents)
         budget = max_tokens or (DEFAULT_MAX_TOKENS_GPU if self.device.type == "cuda" else DEFAULT_MAX_TOKENS_CPU)

@@ -87,6 +87,7 @@ def load_encoder(
     query_prompt: str | None = None,
     document_prompt: str | None = None,
     query_expansion: bool | None = None,
+    pool_factor: int | None = None,
 ) -> Encoder:
     """The encoder of a mode: prompts are dense-only (ColBERT uses its markers), and so are the query
     length, document length and query expansion colbert-only; bm25 takes no model (texts pass through)."""
@@ -94,8 +95,10 @@ def load_encoder(
     if mode == "bm25":
         if model not in (None, BM25_MODEL):
             raise MbretError(f"--model {model}: --mode bm25 takes no model (it scores the texts' words)")
-        if query_prompt or document_prompt or query_expansion is not None:
-            raise MbretError("--query-prompt/--document-prompt/--query-expansion do not apply to --mode bm25")
+        if query_prompt or document_prompt or query_expansion is not None or pool_factor not in (None, 1):
+            raise MbretError(
+                "--query-prompt/--document-prompt/--query-expansion/--pool-factor do not apply to --mode bm25"
+            )
         return TextEncoder()
     if model is None:
         raise MbretError("--model is required to build a new index (e.g. --model minilm)")
@@ -110,9 +113,12 @@ def load_encoder(
             document_length=document_length if document_length is not None else max_length,
             seed=seed,
             query_expansion=query_expansion,
+            pool_factor=pool_factor,
         )
     if query_expansion is not None:
         raise MbretError("--query-expansion/--no-query-expansion apply to --mode colbert")
+    if pool_factor not in (None, 1):
+        raise MbretError("--pool-factor applies to --mode colbert (documents' token vectors)")
     return DenseEncoder.load(
         model,
         device=device,
@@ -160,6 +166,7 @@ class Retriever:
         seed: int = 0,
         query_expansion: bool | None = None,
         store_text: bool = True,
+        pool_factor: int | None = None,
     ) -> Retriever:
         """Encode `corpus` and index it; the corpus is fully validated before this is called. The index's
         document store keeps each document's title, text and metadata (only ids and metadata when
@@ -178,6 +185,7 @@ class Retriever:
                 document_length=document_length,
                 seed=seed,
                 query_expansion=query_expansion,
+                pool_factor=pool_factor,
             )
         index_type = check_mode(mode, index_type)
         index = new_index(mode, index_type, encoder.dimension, index_params)
@@ -390,6 +398,7 @@ class Retriever:
                 query_expansion=encoder.query_expansion,
                 document_length=encoder.document_length,
                 seed=encoder.seed,
+                pool_factor=encoder.pool_factor if encoder.pool_factor > 1 else None,
             )
         return Manifest(
             kind="faiss",
@@ -446,6 +455,7 @@ class Retriever:
                 seed=manifest.seed or 0,
                 query_expansion=expansion,
                 markers=(manifest.query_prompt or "", manifest.document_prompt or ""),
+                pool_factor=manifest.pool_factor,  # documents added later are pooled as the first were
             )
         else:
             if query_expansion is not None or query_length is not None:
