@@ -7,7 +7,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -95,6 +95,28 @@ PoolFactorOpt = Annotated[
         "as PyLate's pool_factor): 2 halves the index. Recorded in the manifest and applied to --add.",
     ),
 ]
+FuseOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--fuse",
+        help="Hybrid search: comma-separated index directories of one corpus (e.g. a bm25 and a colbert one), "
+        "each searched with its own model, rankings fused by --fusion.",
+    ),
+]
+FusionOpt = Annotated[
+    str,
+    typer.Option(
+        "--fusion",
+        help="With --fuse: rrf (reciprocal rank, k=60) or linear (min-max normalised scores, --alpha weighting).",
+    ),
+]
+AlphaOpt = Annotated[
+    float,
+    typer.Option("--alpha", help="--fusion linear: weight of the first index; the others share 1 - alpha."),
+]
+FusionDepthOpt = Annotated[
+    int, typer.Option("--fusion-depth", help="With --fuse: hits taken from each index before fusing (at least k).")
+]
 BatchOpt = Annotated[int, typer.Option("--batch-size", help="Texts per forward pass.")]
 WhereOpt = Annotated[
     str | None,
@@ -144,6 +166,14 @@ def _quiet_libraries() -> None:
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+
+
+def _fused_dirs(fuse: str) -> list[Path]:
+    """--fuse's directories, each an mbret index."""
+    dirs = [Path(p.strip()) for p in fuse.split(",") if p.strip()]
+    if len(dirs) < 2:
+        raise MbretError(f"--fuse {fuse}: give two or more index directories, comma-separated")
+    return dirs
 
 
 def _index_params(
@@ -445,10 +475,13 @@ def _index_sharded(
 @app.command()
 def search(
     index_dir: Annotated[
-        Path,
-        typer.Argument(metavar="DIR", help="Index directory from `mbret index` (with --url: a served index's name)."),
+        str,
+        typer.Argument(
+            metavar="DIR",
+            help="Index directory from `mbret index` (with --url: a served index's name; with --fuse: a query).",
+        ),
     ],
-    queries: Annotated[list[str], typer.Argument(metavar="QUERY...", help="One or more queries.")],
+    queries: Annotated[list[str] | None, typer.Argument(metavar="QUERY...", help="One or more queries.")] = None,
     k: Annotated[int, typer.Option("-k", "--top-k", help="Hits per query.")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     n_ivf_probe: ProbeOpt = None,
@@ -475,16 +508,27 @@ def search(
     api_key_file: Annotated[
         Path | None, typer.Option("--api-key-file", help="With --url: a file holding the service's API key.")
     ] = None,
+    fuse: FuseOpt = None,
+    fusion: FusionOpt = "rrf",
+    alpha: AlphaOpt = 0.5,
+    fusion_depth: FusionDepthOpt = 100,
 ) -> None:
     """Search an index with the model it was built with, optionally among the documents a metadata
     condition (--where) or an id list (--ids) selects; with --url, the same search through a running
-    `mbret serve`.
+    `mbret serve`; with --fuse, several indexes of one corpus, their rankings fused.
 
     Examples: mbret search runs/scifact-mini "vitamin D and bone density" -k 5 --show-text;
     mbret search idx "parsing" --where "year >= ? AND venue IN (?, ?)" --param 2020 --param ACL --param EMNLP;
-    mbret search --url http://127.0.0.1:8000 scifact-mini "vitamin D" -k 5
+    mbret search --url http://127.0.0.1:8000 scifact-mini "vitamin D" -k 5;
+    mbret search --fuse runs/bm25,runs/colbert "vitamin D and bone density" (DIR is then the first query)
     """
     from mbret.indexes.filters import parse_param
+
+    if fuse is not None:  # no DIR: every positional argument is a query
+        queries = [index_dir, *(queries or [])]
+    elif not queries:
+        raise MbretError("give one or more queries after DIR")
+    assert queries is not None
 
     if snippet < 0:
         raise MbretError(f"--snippet {snippet}: must be 0 (all) or a positive number of characters")
@@ -502,6 +546,8 @@ def search(
         from mbret.serve.config import read_api_key
 
         key = read_api_key(api_key_file) if api_key_file is not None else None
+        if fuse is not None:
+            raise MbretError("--fuse searches local indexes, not --url")
         results = Client(url, api_key=key).search(
             str(index_dir), queries, k=k, where=where, params=params, ids=chosen,
             return_documents=show_text or as_json, n_ivf_probe=n_ivf_probe,
@@ -512,14 +558,25 @@ def search(
 
         if api_key_file is not None:
             raise MbretError("--api-key-file goes with --url")
-        retriever = Retriever.load(
-            index_dir, device=device, dtype=dtype, query_expansion=query_expansion, query_length=query_length
-        )
+        retriever: Any
+        if fuse is not None:
+            from mbret.retrieval.fusion import FusedRetriever
+
+            if query_expansion is not None or query_length is not None:
+                raise MbretError("--query-expansion/--query-length: each fused index encodes as it was built")
+            retriever = FusedRetriever.load(
+                _fused_dirs(fuse), fusion=fusion, alpha=alpha, depth=fusion_depth, device=device, dtype=dtype
+            )
+        else:
+            retriever = Retriever.load(
+                index_dir, device=device, dtype=dtype, query_expansion=query_expansion, query_length=query_length
+            )
         retriever.configure_search(
             PlaidSearchParams(n_ivf_probe, centroid_score_threshold, n_candidates, n_full_scores)
         )
         if chosen is not None:
-            unknown = sum(1 for d in chosen if d not in retriever.index)
+            first = retriever.retrievers[0] if fuse is not None else retriever
+            unknown = sum(1 for d in chosen if d not in first.index)
             if unknown:
                 typer.echo(f"note: {unknown} of {len(chosen)} ids in {ids} are not in the index", err=True)
         note = retriever.cut_queries_note(queries)
@@ -767,9 +824,14 @@ def eval_command(
     batch_size: BatchOpt = 64,
     device: DeviceOpt = None,
     dtype: DtypeOpt = "auto",
+    fuse: FuseOpt = None,
+    fusion: FusionOpt = "rrf",
+    alpha: AlphaOpt = 0.5,
+    fusion_depth: FusionDepthOpt = 100,
 ) -> None:
     """Score a model on a dataset (NDCG@10, Recall@100, MRR@10 by default) and print a table; --where and
-    --ids restrict the run to the documents they select (the qrels stay whole).
+    --ids restrict the run to the documents they select (the qrels stay whole); --fuse scores several
+    indexes of the dataset's corpus fused into one ranking.
 
     Example: mbret eval ../shared/data/beir/scifact --model minilm --output runs/scifact-minilm
 
@@ -831,8 +893,20 @@ def eval_command(
     if data is None:
         raise MbretError("give DATA (a BEIR directory or dataset id) or --suite NAME")
     dataset = load_dataset(data, split=split)
-    retriever = None
-    if index_dir is not None:
+    retriever: Any = None
+    if fuse is not None:
+        from mbret.retrieval.fusion import FusedRetriever
+
+        if index_dir is not None or model is not None:
+            raise MbretError("--fuse names the indexes to score; it takes no --index or --model")
+        retriever = FusedRetriever.load(
+            _fused_dirs(fuse), fusion=fusion, alpha=alpha, depth=fusion_depth, device=device, dtype=dtype
+        )
+        for path, part in zip(retriever.paths, retriever.retrievers):
+            missing = next((d for judged in dataset.qrels.values() for d in judged if d not in part.index), None)
+            if missing is not None:
+                raise MbretError(f"{path}: lacks doc {missing!r} of {data}; index the same corpus")
+    elif index_dir is not None:
         retriever = Retriever.load(
             index_dir,
             model=model,

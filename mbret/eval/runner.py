@@ -10,10 +10,11 @@ from typing import Any
 
 import mbret
 from mbret.data.datasets import Dataset
-from mbret.eval.manifest import run_manifest
+from mbret.eval.manifest import library_versions, run_manifest
 from mbret.eval.metrics import DEFAULT_METRICS, drop_identical_ids, evaluate_run
 from mbret.indexes import PlaidSearchParams
 from mbret.io import atomic_file, write_json_atomic
+from mbret.retrieval.fusion import FusedRetriever
 from mbret.retrieval.retriever import Retriever
 
 
@@ -62,7 +63,7 @@ def write_trec_run(fh: Any, run: dict[str, dict[str, float]], run_name: str = "m
 
 def evaluate(
     dataset: Dataset,
-    retriever: Retriever | None = None,
+    retriever: Retriever | FusedRetriever | None = None,
     *,
     model: str | None = None,
     mode: str = "dense",
@@ -142,42 +143,51 @@ def evaluate(
     run = {qid: dict(sorted(docs.items(), key=lambda it: (-it[1], it[0]))[:depth]) for qid, docs in run.items()}
     means, per_query = evaluate_run(dataset.qrels, run, metrics)
     timings["total_s"] = time.perf_counter() - start
-    index_manifest = retriever.manifest()
-    return EvalResult(
-        dataset=dataset.name,
-        split=dataset.split,
-        model=retriever.encoder.name,
-        mode=retriever.mode,
-        metrics=means,
-        num_queries=len(qids),
-        num_docs=len(retriever.index),
-        timings={name: round(value, 3) for name, value in timings.items()},
-        run=run,
-        per_query=per_query,
-        settings={
+    common = {
+        "batch_size": batch_size,
+        "depth": depth,
+        "ignore_identical_ids": ignore_identical_ids,
+        "queries_cut": cut,
+        "queries_cut_note": retriever.cut_queries_note(texts, cut),
+        "filter": (
+            {"where": where, "params": list(params), "ids": len(ids) if ids is not None else None}
+            if where is not None or ids is not None
+            else None
+        ),
+    }
+    if isinstance(retriever, FusedRetriever):
+        model_name, mode, num_docs = retriever.name, "fusion", retriever.num_docs
+        settings = {**retriever.settings(), **common, "manifest": manifest or {"versions": library_versions()}}
+    else:
+        model_name, mode, num_docs = retriever.encoder.name, retriever.mode, len(retriever.index)
+        index_manifest = retriever.manifest()
+        settings = {
             "index_type": index_manifest.index_type,
             "index_params": retriever.index.params,
             "max_length": index_manifest.max_length,
-            "batch_size": batch_size,
-            "depth": depth,
-            "ignore_identical_ids": ignore_identical_ids,
+            **common,
             "query_prompt": index_manifest.query_prompt,
             "document_prompt": index_manifest.document_prompt,
             "query_length": index_manifest.query_length,
             "query_expansion": index_manifest.query_expansion,
-            "queries_cut": cut,
-            "queries_cut_note": retriever.cut_queries_note(texts, cut),
             "document_length": index_manifest.document_length,
             "pool_factor": index_manifest.pool_factor,
             "device": str(retriever.encoder.device),
-            "filter": (
-                {"where": where, "params": list(params), "ids": len(ids) if ids is not None else None}
-                if where is not None or ids is not None
-                else None
-            ),
             "manifest": manifest
             or (run_manifest(retriever.encoder, seed=getattr(retriever.encoder, "seed", 0)) if with_manifest else None),
-        },
+        }
+    return EvalResult(
+        dataset=dataset.name,
+        split=dataset.split,
+        model=model_name,
+        mode=mode,
+        metrics=means,
+        num_queries=len(qids),
+        num_docs=num_docs,
+        timings={name: round(value, 3) for name, value in timings.items()},
+        run=run,
+        per_query=per_query,
+        settings=settings,
     )
 
 
