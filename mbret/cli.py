@@ -13,7 +13,7 @@ import typer
 
 from mbret.errors import MbretError, MbretWarning
 from mbret.indexes.plaid import PlaidSearchParams
-from mbret.io import index_lock
+from mbret.io import atomic_file, index_lock
 
 app = typer.Typer(
     help="mbret: dense and ColBERT retrieval on ModernBERT (or any HF encoder), with indexes and BEIR evaluation.\n\n"
@@ -757,6 +757,102 @@ def compact(index_dir: Annotated[Path, typer.Argument(metavar="DIR", help="Index
     typer.echo(f"compacted {index_dir}: {freed} token vectors freed, {len(index)} documents")
 
 
+@app.command(name="rerank")
+def rerank_command(
+    run: Annotated[
+        Path | None,
+        typer.Argument(metavar="[RUN.trec]", help="First-stage TREC run to rerank (or --first-stage DIR instead)."),
+    ] = None,
+    data: Annotated[
+        str,
+        typer.Option(
+            "--data",
+            help="BEIR directory (or irds:/hf: id) with the run's queries and documents; its qrels score both stages.",
+        ),
+    ] = "",
+    model: ModelOpt = None,
+    mode: Annotated[
+        str, typer.Option("--mode", help="colbert (exact MaxSim, default), dense (cosine) or cross-encoder.")
+    ] = "colbert",
+    depth: Annotated[int, typer.Option("--depth", help="Hits per query reranked; the rest are dropped.")] = 100,
+    first_stage: Annotated[
+        Path | None,
+        typer.Option("--first-stage", help="An mbret index to take each query's top --depth from, instead of RUN."),
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Reranked TREC run to write.")] = None,
+    split: Annotated[str, typer.Option("--split", help="qrels split.")] = "test",
+    metrics: Annotated[
+        str, typer.Option("--metrics", help="Comma-separated NAME@K (ndcg, recall, precision, map, mrr).")
+    ] = "ndcg@10,recall@100,mrr@10",
+    keep_identical_ids: Annotated[
+        bool,
+        typer.Option("--keep-identical-ids", help="--first-stage: keep hits whose doc id equals the query id."),
+    ] = False,
+    max_length: MaxLenOpt = None,
+    batch_size: BatchOpt = 32,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = "auto",
+) -> None:
+    """Rescore each query's top --depth hits of a first stage with another model (no index needed) and
+    write the reranked run; prints both stages' metrics.
+
+    Example: mbret rerank runs/bm25-eval/run.trec --data ../shared/data/beir/scifact --model minilm
+    --mode colbert --out runs/bm25-colbert.trec (or --first-stage runs/bm25 instead of the run file)
+    """
+    from mbret.data.datasets import load_dataset
+    from mbret.data.runs import read_trec_run
+    from mbret.eval.metrics import drop_identical_ids, evaluate_run, parse_metric
+    from mbret.eval.runner import EvalResult, format_table, rerank_run, write_trec_run
+    from mbret.retrieval.rerank import RERANK_MODES, Reranker
+
+    if not data:
+        raise MbretError("--data is required: the BEIR directory (or irds:/hf: id) of the run's queries and documents")
+    if model is None:
+        raise MbretError("--model is required: the model that rescores the candidates (e.g. --model minilm)")
+    if out is None:
+        raise MbretError("--out is required: the reranked TREC run to write")
+    if mode not in RERANK_MODES:
+        raise MbretError(f"--mode {mode}: a reranker is one of {', '.join(RERANK_MODES)}")
+    if depth <= 0:
+        raise MbretError(f"--depth {depth}: must be a positive integer")
+    if (run is None) == (first_stage is None):
+        raise MbretError("give a first stage: a TREC run file RUN or --first-stage DIR (one of them)")
+    metric_names = [m.strip() for m in metrics.split(",") if m.strip()]
+    for name in metric_names:
+        parse_metric(name)
+    dataset = load_dataset(data, split=split)
+    if run is not None:
+        first = read_trec_run(run)
+        for qid, hits in first.items():
+            if qid not in dataset.queries:
+                raise MbretError(f"{run}: query {qid!r} is not among the {split} queries of {data}")
+            missing = next((d for d, _ in hits if d not in dataset.corpus), None)
+            if missing is not None:
+                raise MbretError(f"{run}: doc {missing!r} (query {qid!r}) is not in the corpus of {data}")
+        label = Path(run).name
+    else:
+        from mbret.retrieval import Retriever
+
+        retriever = Retriever.load(first_stage, device=device, dtype=dtype, batch_size=batch_size)  # type: ignore[arg-type]
+        qids = list(dataset.queries)
+        found = retriever.search([dataset.queries[q] for q in qids], k=depth + (0 if keep_identical_ids else 1))
+        scored = {q: {h.doc_id: h.score for h in row} for q, row in zip(qids, found)}
+        if not keep_identical_ids:
+            scored = drop_identical_ids(scored)
+        first = {q: sorted(docs.items(), key=lambda it: (-it[1], it[0]))[:depth] for q, docs in scored.items()}
+        label = str(first_stage)
+    reranker = Reranker.load(model, mode, device=device, dtype=dtype, batch_size=batch_size, max_length=max_length)
+    reranked = rerank_run(dataset, first, reranker, depth)
+    with atomic_file(out) as fh:
+        write_trec_run(fh, reranked, "mbret-rerank")
+    results = []
+    for name, ranking in ((label, {q: dict(hits[:depth]) for q, hits in first.items()}), (reranker.name, reranked)):
+        means, _ = evaluate_run(dataset.qrels, ranking, metric_names)
+        results.append(EvalResult(dataset.name, dataset.split, name, mode, means, len(first), len(dataset.corpus), {}))
+    typer.echo(format_table(*results))
+    typer.echo(f"reranked the top {depth} of {len(first)} queries with {reranker.name} ({mode}); wrote {out}")
+
+
 @app.command(name="eval")
 def eval_command(
     data: Annotated[
@@ -828,6 +924,16 @@ def eval_command(
     fusion: FusionOpt = "rrf",
     alpha: AlphaOpt = 0.5,
     fusion_depth: FusionDepthOpt = 100,
+    rerank_model: Annotated[
+        str | None,
+        typer.Option(
+            "--rerank",
+            metavar="MODEL[:MODE]",
+            help="Rerank the first stage's top --rerank-depth with MODEL as colbert (default: exact MaxSim), dense "
+            "or cross-encoder (e.g. --rerank minilm:colbert); both stages' metrics are printed.",
+        ),
+    ] = None,
+    rerank_depth: Annotated[int, typer.Option("--rerank-depth", help="With --rerank: hits per query reranked.")] = 100,
 ) -> None:
     """Score a model on a dataset (NDCG@10, Recall@100, MRR@10 by default) and print a table; --where and
     --ids restrict the run to the documents they select (the qrels stay whole); --fuse scores several
@@ -855,8 +961,12 @@ def eval_command(
     params = [parse_param(p) for p in param or []]
     if params and where is None:
         raise MbretError("--param gives values for the ? of --where; add --where")
+    if rerank_depth <= 0:
+        raise MbretError(f"--rerank-depth {rerank_depth}: must be a positive integer")
     chosen = _read_ids(ids) if ids is not None else None
     if suite is not None:
+        if rerank_model is not None or fuse is not None:
+            raise MbretError("--rerank and --fuse apply to one dataset, not a --suite")
         if where is not None or chosen is not None:
             raise MbretError("--where and --ids apply to one dataset, not a --suite")
         if data is not None or index_dir is not None:
@@ -942,12 +1052,22 @@ def eval_command(
         where=where,
         params=params,
         ids=chosen,
+        k=max(rerank_depth, 100, *(parse_metric(m)[1] for m in metric_names)) if rerank_model else None,
     )
+    stages = [result]
+    if rerank_model is not None:
+        from mbret.eval.runner import rerank_result
+        from mbret.retrieval.rerank import Reranker, split_model_mode
+
+        name, rerank_mode = split_model_mode(rerank_model)
+        reranker = Reranker.load(name, rerank_mode, device=device, dtype=dtype, batch_size=batch_size)
+        result = rerank_result(dataset, result, reranker, rerank_depth, metric_names)
+        stages.append(result)
     if output is not None:
         result.save(output)
     if result.settings.get("queries_cut_note"):
         typer.echo(f"note: {result.settings['queries_cut_note']}", err=True)
-    typer.echo(format_table(result))
+    typer.echo(format_table(*stages))
     typer.echo(
         f"{result.num_queries} queries, {result.num_docs} docs, {result.timings['total_s']:.1f}s"
         + (f"; wrote {output}/results.json and run.trec" if output else "")

@@ -127,3 +127,26 @@ def test_cli_index_search_eval_and_errors(tmp_path: Path, cli) -> None:
     assert bad.code == 2 and "--mode bm25 takes no model" in bad.err
     loaded, _ = load_index(out)
     assert loaded.params["k1"] == 1.2
+
+
+def test_served_bm25_index_searches_adds_and_deletes(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from mbret.serve import ServeConfig, create_app
+    from tests.serving import served_corpus
+
+    Retriever.build(served_corpus(), None, mode="bm25", show_progress=False).save(tmp_path / "bm25")
+    with TestClient(create_app(ServeConfig(indexes=(str(tmp_path / "bm25"),)))) as http:
+        body = {"queries": ["vitamin levels"], "k": 5, "where": "venue = ?", "params": ["ACL"]}
+        rows = http.post("/indexes/bm25/search", json=body).json()["results"][0]
+        assert len(rows) == 5 and all(h["metadata"]["venue"] == "ACL" and "vitamin" in h["text"] for h in rows)
+        new = {"_id": "n1", "title": "Zebrafish", "text": "fin regeneration in zebrafish"}
+        added = http.post("/indexes/bm25/documents", json={"documents": [new]})
+        assert added.json() == {"added": 1, "generation": 2}
+        found = http.post("/indexes/bm25/search", json={"queries": ["zebrafish fins"], "k": 3}).json()["results"][0]
+        assert [h["doc_id"] for h in found] == ["n1"]
+        gone = http.request("DELETE", "/indexes/bm25/documents", json={"ids": ["n1"]})
+        assert gone.json() == {"deleted": 1, "generation": 3}
+        assert http.post("/indexes/bm25/search", json={"queries": ["zebrafish"], "k": 3}).json()["results"] == [[]]
+    reloaded, _ = load_index(tmp_path / "bm25")
+    assert reloaded.generation == 3 and "n1" not in reloaded

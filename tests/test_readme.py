@@ -52,3 +52,14 @@ def test_readme_filter_example_runs(capsys) -> None:
     block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "return_documents=True" in b)
     exec(compile(block, "README.md", "exec"), {})
     assert capsys.readouterr().out.strip().splitlines()[-1] == "[('a', 'Parsing', 2021)]"
+
+
+def test_readme_pipelines_example_runs(capsys) -> None:
+    """The README's pipelines example: BM25 without a model, a ColBERT rerank of its hits, RRF with dense."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "FusedRetriever(" in b)
+    exec(compile(block, "README.md", "exec"), {})
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-2].startswith("Hit(doc_id=")
+    fused = eval(lines[-1])
+    assert len(fused) == 3 and len(set(fused)) == 3

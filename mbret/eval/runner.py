@@ -9,12 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import mbret
-from mbret.data.datasets import Dataset
+from mbret.data.datasets import Dataset, doc_text
+from mbret.errors import MbretError
 from mbret.eval.manifest import library_versions, run_manifest
 from mbret.eval.metrics import DEFAULT_METRICS, drop_identical_ids, evaluate_run
 from mbret.indexes import PlaidSearchParams
 from mbret.io import atomic_file, write_json_atomic
 from mbret.retrieval.fusion import FusedRetriever
+from mbret.retrieval.rerank import Reranker
 from mbret.retrieval.retriever import Retriever
 
 
@@ -191,18 +193,65 @@ def evaluate(
     )
 
 
-def format_table(result: EvalResult) -> str:
-    """A plain-text table of one result, for the terminal."""
+def rerank_run(
+    dataset: Dataset, run: dict[str, list[tuple[str, float]]], reranker: Reranker, depth: int
+) -> dict[str, dict[str, float]]:
+    """Each query's top `depth` hits of a first-stage `run` (best first), rescored by `reranker` from the
+    dataset's texts; hits below `depth` are dropped."""
+    if depth <= 0:
+        raise MbretError(f"--depth {depth}: must be a positive integer")
+    qids = [q for q in run if run[q]]
+    candidates = [[(d, doc_text(dataset.corpus[d])) for d, _ in run[q][:depth]] for q in qids]
+    reranked = reranker.rerank([dataset.queries[q] for q in qids], candidates)
+    return {q: {h.doc_id: h.score for h in hits} for q, hits in zip(qids, reranked)} | {
+        q: {} for q in run if not run[q]
+    }
+
+
+def rerank_result(
+    dataset: Dataset, first: EvalResult, reranker: Reranker, depth: int, metrics: Sequence[str]
+) -> EvalResult:
+    """A first-stage evaluation's run reranked (`rerank_run`), scored; the first stage's model and metrics
+    are kept in its settings as `first_stage`."""
+    start = time.perf_counter()
+    ranked = {q: sorted(docs.items(), key=lambda it: (-it[1], it[0])) for q, docs in first.run.items()}
+    run = rerank_run(dataset, ranked, reranker, depth)
+    means, per_query = evaluate_run(dataset.qrels, run, list(metrics))
+    seconds = time.perf_counter() - start
+    return EvalResult(
+        dataset=first.dataset,
+        split=first.split,
+        model=f"{first.model} -> {reranker.name}",
+        mode=f"{first.mode}+rerank",
+        metrics=means,
+        num_queries=first.num_queries,
+        num_docs=first.num_docs,
+        timings={**first.timings, "rerank_s": round(seconds, 3)},
+        run=run,
+        per_query=per_query,
+        settings={
+            **first.settings,
+            "rerank": {"model": reranker.name, "mode": reranker.mode, "depth": depth},
+            "first_stage": {"model": first.model, "mode": first.mode, "metrics": first.metrics},
+        },
+    )
+
+
+def format_table(result: EvalResult, *more: EvalResult) -> str:
+    """A plain-text table of one or more results (a row each), for the terminal."""
     names = list(result.metrics)
     header = ["dataset", "split", "model", *names]
-    row = [
-        result.dataset,
-        str(result.split),
-        Path(result.model).name or result.model,
-        *(f"{result.metrics[n]:.4f}" for n in names),
+    rows = [
+        [
+            r.dataset,
+            str(r.split),
+            " -> ".join(part if "(" in part else Path(part).name or part for part in r.model.split(" -> ")),
+            *(f"{r.metrics[n]:.4f}" for n in names),
+        ]
+        for r in (result, *more)
     ]
-    widths = [max(len(h), len(c)) for h, c in zip(header, row)]
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
     line = "  ".join(h.ljust(w) for h, w in zip(header, widths))
     rule = "  ".join("-" * w for w in widths)
-    values = "  ".join(c.ljust(w) for c, w in zip(row, widths))
+    values = "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows)
     return f"{line}\n{rule}\n{values}"
