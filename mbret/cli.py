@@ -934,6 +934,14 @@ def eval_command(
         ),
     ] = None,
     rerank_depth: Annotated[int, typer.Option("--rerank-depth", help="With --rerank: hits per query reranked.")] = 100,
+    index_param: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--index-param",
+            help="KEY=VALUE for the index built (hnsw: M, ef_search; ivfpq: nlist, nprobe; bm25: method, k1, b, "
+            "delta, stemmer, stopwords).",
+        ),
+    ] = None,
 ) -> None:
     """Score a model on a dataset (NDCG@10, Recall@100, MRR@10 by default) and print a table; --where and
     --ids restrict the run to the documents they select (the qrels stay whole); --fuse scores several
@@ -963,6 +971,8 @@ def eval_command(
         raise MbretError("--param gives values for the ? of --where; add --where")
     if rerank_depth <= 0:
         raise MbretError(f"--rerank-depth {rerank_depth}: must be a positive integer")
+    if index_param and (index_dir is not None or fuse is not None or suite is not None):
+        raise MbretError("--index-param sets up the index eval builds; not with --index, --fuse or --suite")
     chosen = _read_ids(ids) if ids is not None else None
     if suite is not None:
         if rerank_model is not None or fuse is not None:
@@ -1041,7 +1051,7 @@ def eval_command(
         document_length=document_length,
         query_expansion=query_expansion,
         pool_factor=pool_factor,
-        index_params=_index_params(index_type or "", None, nbits, None, None, None, None),
+        index_params=_index_params(index_type or "", index_param, nbits, None, None, None, None),
         search_params=search_params,
         metrics=metric_names,
         ignore_identical_ids=not keep_identical_ids,

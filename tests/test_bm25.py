@@ -118,8 +118,10 @@ def test_cli_index_search_eval_and_errors(tmp_path: Path, cli) -> None:
     assert found.code == 0 and len(json.loads(found.out)[0]["hits"]) == 3, found.err
     scored = cli("eval", SCIFACT_MINI, "--index", out)
     assert scored.code == 0 and "bm25" in scored.out
-    built = cli("eval", SCIFACT_MINI, "--mode", "bm25")
+    built = cli("eval", SCIFACT_MINI, "--mode", "bm25", "--index-param", "method=bm25l", "--output", tmp_path / "e")
     assert built.code == 0 and "ndcg@10" in built.out, built.err
+    settings = json.loads((tmp_path / "e" / "results.json").read_text())["settings"]
+    assert settings["index_params"]["method"] == "bm25l" and settings["manifest"]["versions"]["bm25s"]
     corpus = SCIFACT_MINI / "corpus.jsonl"
     bad = cli("index", corpus, "--mode", "bm25", "--out", tmp_path / "x", "--index-param", "k9=1")
     assert bad.code == 2 and "--index-param k9" in bad.err and not (tmp_path / "x").exists()
