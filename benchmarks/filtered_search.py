@@ -131,6 +131,31 @@ def sweep(plaid, queries) -> None:  # noqa: ANN001
         print(json.dumps(row), flush=True)
 
 
+def sweep_hnsw(hnsw, queries) -> None:  # noqa: ANN001
+    """Milliseconds a call takes for a filter matching S documents on HNSW, scored exactly on the stored
+    vectors and walked through FAISS's `IDSelector`, for S from 256 to 4,096 and Q = 1, 16 and 300 queries a
+    call (the SQL left out: the same ids each time): where `EXACT_SUBSET_DOCS` stands against both."""
+    import mbret.indexes.faiss_index as faiss_index
+
+    rng = np.random.default_rng(1)
+    ids = list(hnsw.doc_ids)
+    hnsw.search(queries[:4], 10)
+    saved = faiss_index.EXACT_SUBSET_DOCS
+    for size in (256, 1024, 2048, 2600, 4096):
+        chosen = [ids[i] for i in rng.choice(len(ids), size, replace=False)]
+        for count in (1, 16, 300):
+            batches = [queries[i : i + count] for i in range(0, 300, count)][: max(1, 64 // count)]
+            row = {"subset": size, "queries": count}
+            for name, threshold in (("exact", 1 << 30), ("selector", 0)):
+                faiss_index.EXACT_SUBSET_DOCS = threshold
+                seconds, _ = timed(
+                    lambda batches=batches, chosen=chosen: [hnsw.search(b, 10, ids=chosen) for b in batches], passes=7
+                )
+                row[f"{name}_ms_per_call"] = round(1000 * seconds / len(batches), 3)
+            faiss_index.EXACT_SUBSET_DOCS = saved
+            print(json.dumps(row), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="../shared/data/beir/scifact")
@@ -139,7 +164,7 @@ def main() -> None:
     parser.add_argument(
         "--sweep",
         action="store_true",
-        help="also PLAID's sweep: where scoring a subset whole costs what searching it does",
+        help="also the sweeps (PLAID and HNSW): where scoring a subset whole costs what searching it does",
     )
     args = parser.parse_args()
 
@@ -188,6 +213,8 @@ def main() -> None:
         hnsw = FaissIndex(vectors.shape[1], "hnsw")
         hnsw.add(list(flat.doc_ids), vectors, [corpus[d] for d in flat.doc_ids])
         results += measure("hnsw", hnsw, flat, queries, len(flat.doc_ids))
+        if args.sweep:
+            sweep_hnsw(hnsw, queries)
     (work / "results.json").write_text(json.dumps(results, indent=2))
 
 

@@ -222,11 +222,19 @@ class FaissIndex(StableDocIds, Stored):
 
     def _subset_exact(self, queries: np.ndarray, subset: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
         """Exact inner products against the subset's stored vectors (flat and HNSW keep them whole): for a
-        subset so small that HNSW's walk would mostly visit documents that do not match."""
-        vectors = np.stack([self.index.reconstruct(int(i)) for i in subset])
-        scores = queries @ vectors.T
-        top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-        return [self._hits(scores[q, top[q]], subset[top[q]]) for q in range(len(queries))]
+        subset so small that HNSW's walk would mostly visit documents that do not match. The vectors come
+        out in one call, and FAISS scores and ranks them (`faiss.knn`) on its own threads: numpy's BLAS
+        threads would contend with FAISS's OpenMP threads, which spin on after each search."""
+        subset = np.ascontiguousarray(subset, dtype=np.int64)
+        vectors = self.index.reconstruct_batch(subset)
+        scores, rows = faiss.knn(queries, vectors, k, metric=faiss.METRIC_INNER_PRODUCT)
+        results = []
+        for row_scores, row in zip(scores, rows):
+            keep = row >= 0
+            row_scores, row = row_scores[keep], row[keep]
+            order = np.lexsort((row, -row_scores))  # best first; ties by subset order
+            results.append(self._hits(row_scores[order], subset[row[order]]))
+        return results
 
     # -- persistence ---------------------------------------------------------------------------------
     def save(self, path: str | Path, manifest: Manifest, replace: bool = False) -> None:
