@@ -37,7 +37,7 @@ from mbret.indexes.parts import read_part
 from mbret.io import atomic_file
 
 INDEX_TYPES = ("flat", "hnsw", "ivfpq")
-EXACT_SUBSET_DOCS = 2048  # HNSW: a filter matching this few documents scores them exactly instead
+EXACT_SUBSET_DOCS = 4096  # HNSW: a filter matching this few documents scores them exactly instead (--sweep)
 
 
 def default_params(index_type: str, dimension: int, num_docs: int) -> dict[str, Any]:
