@@ -23,7 +23,7 @@ from typing import Any
 
 from mbret.errors import MbretError
 from mbret.indexes import PlaidIndex, PlaidSearchParams
-from mbret.retrieval.retriever import Hit, Retriever
+from mbret.retrieval.retriever import Hit, Retriever, fill_documents
 
 FUSIONS = ("rrf", "linear")
 RRF_K = 60
@@ -185,11 +185,7 @@ class FusedRetriever:
         self.timings.update(encode_queries_s=encode, search_s=search + time.perf_counter() - start)
         hits = [[Hit(doc_id, score) for doc_id, score in row] for row in fused]
         if return_documents:
-            flat = [hit for row in hits for hit in row]
-            store = self.retrievers[0].index
-            for hit, document in zip(flat, store.get_documents([h.doc_id for h in flat])):
-                if document is not None:
-                    hit.title, hit.text, hit.metadata = document.title, document.text, dict(document.metadata)
+            fill_documents(hits, self.retrievers[0].index)
         return hits
 
     def settings(self) -> dict[str, Any]:

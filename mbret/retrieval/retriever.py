@@ -56,6 +56,14 @@ class Hit:
     metadata: dict[str, Any] | None = None
 
 
+def fill_documents(hits: list[list[Hit]], index: Index) -> None:
+    """Fill each hit's title, text and metadata from `index`'s document store."""
+    flat = [hit for row in hits for hit in row]
+    for hit, document in zip(flat, index.get_documents([h.doc_id for h in flat])):
+        if document is not None:
+            hit.title, hit.text, hit.metadata = document.title, document.text, dict(document.metadata)
+
+
 def check_mode(mode: str, index_type: str | None = None) -> str:
     """Validate a mode and index type pair; returns the index type (the mode's default if None)."""
     if mode not in MODES:
@@ -362,10 +370,7 @@ class Retriever:
         self.timings["search_s"] = time.perf_counter() - start
         hits = [[Hit(doc_id, score) for doc_id, score in row] for row in results]
         if return_documents:
-            flat = [hit for row in hits for hit in row]
-            for hit, document in zip(flat, self.index.get_documents([h.doc_id for h in flat])):
-                if document is not None:
-                    hit.title, hit.text, hit.metadata = document.title, document.text, dict(document.metadata)
+            fill_documents(hits, self.index)
         return hits
 
     def manifest(self) -> Manifest:
