@@ -80,7 +80,7 @@ def main() -> None:
     row("dense " + args.model, evaluate(dataset, dense, show_progress=False), time.perf_counter() - start)
 
     start = time.perf_counter()
-    fused = FusedRetriever([bm25, dense], fusion="rrf", depth=args.depth)
+    fused = FusedRetriever([bm25, dense], fusion="rrf", fusion_depth=args.depth)
     row("bm25 + dense, rrf", evaluate(dataset, fused, show_progress=False), time.perf_counter() - start)
 
     start = time.perf_counter()

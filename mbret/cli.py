@@ -168,6 +168,17 @@ def _quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
+def _check_fusion_options(fuse: str | None, fusion: str, alpha: float, fusion_depth: int) -> None:
+    """--fusion, --alpha and --fusion-depth only mean something with --fuse (and --alpha with linear)."""
+    if fuse is None:
+        given = [f for f, on in (("--fusion", fusion != "rrf"), ("--alpha", alpha != 0.5),
+                                 ("--fusion-depth", fusion_depth != 100)) if on]  # fmt: skip
+        if given:
+            raise MbretError(f"{', '.join(given)}: apply with --fuse DIR_A,DIR_B")
+    elif fusion == "rrf" and alpha != 0.5:
+        raise MbretError("--alpha weighs --fusion linear; rrf fuses ranks and takes no weight")
+
+
 def _fused_dirs(fuse: str) -> list[Path]:
     """--fuse's directories, each an mbret index."""
     dirs = [Path(p.strip()) for p in fuse.split(",") if p.strip()]
@@ -296,7 +307,9 @@ def index(
     if launched() or resume:
         if recluster and not add:
             raise MbretError("--recluster goes with --add (a new index is clustered on its own corpus)")
-        if mode == "bm25":
+        from mbret.indexes.base import read_manifest
+
+        if mode == "bm25" or (add and (out / "manifest.json").is_file() and read_manifest(out).mode == "bm25"):
             raise MbretError("--mode bm25 builds in one process: run mbret index without torchrun or --resume")
         if model is None and not add:
             raise MbretError("--model is required to build a new index (e.g. --model minilm)")
@@ -356,6 +369,8 @@ def index(
                 query_expansion=query_expansion,
                 query_length=query_length,
             )
+            if pool_factor is not None and retriever.mode != "colbert":
+                raise MbretError("--pool-factor applies to --mode colbert (documents' token vectors)")
             built_with = getattr(retriever.encoder, "pool_factor", 1)
             if pool_factor is not None and pool_factor != built_with:
                 raise MbretError(
@@ -524,6 +539,7 @@ def search(
     """
     from mbret.indexes.filters import parse_param
 
+    _check_fusion_options(fuse, fusion, alpha, fusion_depth)
     if fuse is not None:  # no DIR: every positional argument is a query
         queries = [index_dir, *(queries or [])]
     elif not queries:
@@ -565,7 +581,7 @@ def search(
             if query_expansion is not None or query_length is not None:
                 raise MbretError("--query-expansion/--query-length: each fused index encodes as it was built")
             retriever = FusedRetriever.load(
-                _fused_dirs(fuse), fusion=fusion, alpha=alpha, depth=fusion_depth, device=device, dtype=dtype
+                _fused_dirs(fuse), fusion=fusion, alpha=alpha, fusion_depth=fusion_depth, device=device, dtype=dtype
             )
         else:
             retriever = Retriever.load(
@@ -745,7 +761,7 @@ def delete(
 
 @app.command()
 def compact(index_dir: Annotated[Path, typer.Argument(metavar="DIR", help="Index directory.")]) -> None:
-    """Free the space of deleted documents (plaid, exact); doc ids keep their meaning."""
+    """Free the space of deleted documents (plaid, exact, bm25); doc ids keep their meaning."""
     from mbret.indexes import load_index
 
     with index_lock(index_dir):
@@ -754,7 +770,8 @@ def compact(index_dir: Annotated[Path, typer.Argument(metavar="DIR", help="Index
             raise MbretError(f"{index_dir}: FAISS indexes drop vectors on delete; there is nothing to compact")
         freed = index.compact()
         index.save(index_dir, manifest, replace=True)
-    typer.echo(f"compacted {index_dir}: {freed} token vectors freed, {len(index)} documents")
+    what = "deleted documents' slots dropped" if manifest.kind == "bm25" else "token vectors freed"
+    typer.echo(f"compacted {index_dir}: {freed} {what}, {len(index)} documents")
 
 
 @app.command(name="rerank")
@@ -817,6 +834,8 @@ def rerank_command(
         raise MbretError(f"--depth {depth}: must be a positive integer")
     if (run is None) == (first_stage is None):
         raise MbretError("give a first stage: a TREC run file RUN or --first-stage DIR (one of them)")
+    if run is not None and keep_identical_ids:
+        raise MbretError("--keep-identical-ids applies to --first-stage; a run file is reranked as it is")
     metric_names = [m.strip() for m in metrics.split(",") if m.strip()]
     for name in metric_names:
         parse_metric(name)
@@ -958,7 +977,7 @@ def eval_command(
     from mbret.retrieval import Retriever
     from mbret.retrieval.retriever import check_mode
 
-    if index_dir is None:
+    if index_dir is None and fuse is None:
         index_type = check_mode(mode, index_type)
     metric_names = [m.strip() for m in metrics.split(",") if m.strip()]
     for name in metric_names:
@@ -973,10 +992,23 @@ def eval_command(
         raise MbretError(f"--rerank-depth {rerank_depth}: must be a positive integer")
     if index_param and (index_dir is not None or fuse is not None or suite is not None):
         raise MbretError("--index-param sets up the index eval builds; not with --index, --fuse or --suite")
+    _check_fusion_options(fuse, fusion, alpha, fusion_depth)
+    if rerank_model is None and rerank_depth != 100:
+        raise MbretError("--rerank-depth applies with --rerank MODEL[:MODE]")
+    if pool_factor is not None and (index_dir is not None or fuse is not None or suite is not None):
+        raise MbretError("--pool-factor sets up the index eval builds; not with --index, --fuse or --suite")
+    if fuse is not None:
+        built_only = {"--index-type": index_type, "--query-length": query_length, "--query-expansion": query_expansion,
+                      "--document-length": document_length, "--max-length": max_length}  # fmt: skip
+        given = [flag for flag, value in built_only.items() if value is not None]
+        if given:
+            raise MbretError(f"{', '.join(given)}: each index in --fuse is searched as it was built")
     chosen = _read_ids(ids) if ids is not None else None
     if suite is not None:
         if rerank_model is not None or fuse is not None:
             raise MbretError("--rerank and --fuse apply to one dataset, not a --suite")
+        if mode == "bm25":
+            raise MbretError("--suite scores a model; score BM25 per dataset with mbret eval DATA --mode bm25")
         if where is not None or chosen is not None:
             raise MbretError("--where and --ids apply to one dataset, not a --suite")
         if data is not None or index_dir is not None:
@@ -1020,7 +1052,7 @@ def eval_command(
         if index_dir is not None or model is not None:
             raise MbretError("--fuse names the indexes to score; it takes no --index or --model")
         retriever = FusedRetriever.load(
-            _fused_dirs(fuse), fusion=fusion, alpha=alpha, depth=fusion_depth, device=device, dtype=dtype
+            _fused_dirs(fuse), fusion=fusion, alpha=alpha, fusion_depth=fusion_depth, device=device, dtype=dtype
         )
         for path, part in zip(retriever.paths, retriever.retrievers):
             missing = next((d for judged in dataset.qrels.values() for d in judged if d not in part.index), None)

@@ -129,6 +129,11 @@ def test_cli_index_search_eval_and_errors(tmp_path: Path, cli) -> None:
     assert bad.code == 2 and "--mode bm25 takes no model" in bad.err
     loaded, _ = load_index(out)
     assert loaded.params["k1"] == 1.2
+    first = loaded.doc_ids[0]
+    assert cli("delete", out, first).code == 0
+    compacted = cli("compact", out)
+    assert compacted.code == 0 and "1 deleted documents' slots dropped, 499 documents" in compacted.out
+    assert first not in load_index(out)[0] and len(load_index(out)[0].doc_ids) == 499
 
 
 def test_served_bm25_index_searches_adds_and_deletes(tmp_path: Path) -> None:
@@ -152,3 +157,17 @@ def test_served_bm25_index_searches_adds_and_deletes(tmp_path: Path) -> None:
         assert http.post("/indexes/bm25/search", json={"queries": ["zebrafish"], "k": 3}).json()["results"] == [[]]
     reloaded, _ = load_index(tmp_path / "bm25")
     assert reloaded.generation == 3 and "n1" not in reloaded
+
+
+def test_hits_share_a_term_ties_go_by_id_and_an_index_without_terms_finds_nothing() -> None:
+    same = "zebrafish fin regeneration"
+    docs = {f"t{i}": {"text": same} for i in range(4)} | {"x": {"text": "liver enzymes"}, "y": {"text": "of the"}}
+    for method in ("lucene", "bm25l", "bm25+", "robertson"):
+        index = Bm25Index({"method": method})
+        index.add(list(docs), [doc_text(d) for d in docs.values()])
+        hits = index.search(["zebrafish"], k=2)[0]
+        assert [d for d, _ in hits] == ["t0", "t1"], method  # four equal scores: the first ids win
+        assert {d for d, _ in index.search(["zebrafish"], k=10)[0]} == {"t0", "t1", "t2", "t3"}, method
+    empty = Bm25Index()
+    empty.add(["a", "b"], ["of the", "a"])  # stopwords and one-letter words only: no terms at all
+    assert empty.search(["the zebrafish", "x"], k=3) == [[], []]

@@ -57,17 +57,17 @@ def test_fused_search_fuses_each_index_own_ranking(two_indexes: tuple[Path, Path
     from mbret.retrieval import Retriever
 
     queries = ["vitamin D and bone fractures", "tumour suppressor genes in mice"]
-    fused = FusedRetriever.load(two_indexes, depth=30)
+    fused = FusedRetriever.load(two_indexes, fusion_depth=30)
     parts = [Retriever.load(p).search(queries, k=30) for p in two_indexes]
     for q in range(len(queries)):
         expected = fuse_rrf([[(h.doc_id, h.score) for h in part[q]] for part in parts], k=10)
         assert [(h.doc_id, h.score) for h in fused.search(queries, k=10)[q]] == expected
-    linear = FusedRetriever.load(two_indexes, fusion="linear", alpha=0.7, depth=30)
+    linear = FusedRetriever.load(two_indexes, fusion="linear", alpha=0.7, fusion_depth=30)
     expected = fuse_linear([[(h.doc_id, h.score) for h in part[0]] for part in parts], k=5, alpha=0.7)
     assert [(h.doc_id, h.score) for h in linear.search(queries, k=5)[0]] == expected
     chosen = [h.doc_id for h in parts[0][0][:3]] + [h.doc_id for h in parts[1][1][:3]]
     filtered = fused.search(queries, k=10, ids=chosen, return_documents=True)
-    assert all(h.doc_id in chosen and h.text for row in filtered for h in row)
+    assert all(row for row in filtered) and all(h.doc_id in chosen and h.text for row in filtered for h in row)
 
 
 def test_cli_fuse_search_and_eval(two_indexes: tuple[Path, Path], tmp_path: Path, cli) -> None:
@@ -89,3 +89,9 @@ def test_cli_fuse_search_and_eval(two_indexes: tuple[Path, Path], tmp_path: Path
     assert other.code == 2 and "holds other documents" in other.err
     one = cli("search", "--fuse", str(two_indexes[0]), "virus")
     assert one.code == 2 and "two or more index directories" in one.err
+    alone = cli("search", two_indexes[0], "virus", "--alpha", "0.3")
+    assert alone.code == 2 and "apply with --fuse" in alone.err
+    rrf_alpha = cli("search", "--fuse", fuse, "virus", "--alpha", "0.3")
+    assert rrf_alpha.code == 2 and "rrf fuses ranks" in rrf_alpha.err
+    built = cli("eval", SCIFACT_MINI, "--fuse", fuse, "--query-length", "8")
+    assert built.code == 2 and "--query-length" in built.err

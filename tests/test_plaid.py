@@ -402,9 +402,19 @@ def test_kmeans_threads_come_from_the_environment(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("MBRET_KMEANS_THREADS", "two")
     with pytest.raises(MbretError, match=r"\$MBRET_KMEANS_THREADS='two'"):
         ResidualCodec.train(sample, 2, 32)
+    import faiss
+
+    seen = []
+    train = faiss.Kmeans.train
+    monkeypatch.setattr(
+        faiss.Kmeans,
+        "train",
+        lambda self, x, *a, **k: seen.append(faiss.omp_get_max_threads()) or train(self, x, *a, **k),
+    )
     monkeypatch.setenv("MBRET_KMEANS_THREADS", "1")
     before = torch.get_num_threads()
     from_env = ResidualCodec.train(sample, 2, 32)
+    assert seen == [1]  # k-means ran on the thread count the variable gave
     assert torch.get_num_threads() == before  # set back after training
     monkeypatch.delenv("MBRET_KMEANS_THREADS")
     with cpu_threads(1):

@@ -115,3 +115,7 @@ def test_cli_rerank_refuses_bad_input(tiny_model: str, tmp_path: Path, cli) -> N
     assert neither.code == 2 and "give a first stage" in neither.err
     mode = cli("rerank", bad, *common, "--mode", "sparse")
     assert mode.code == 2 and "--mode sparse" in mode.err
+    keep = cli("rerank", bad, *common, "--keep-identical-ids")
+    assert keep.code == 2 and "--keep-identical-ids applies to --first-stage" in keep.err
+    depth = cli("eval", SCIFACT_MINI, "--mode", "bm25", "--rerank-depth", "5")
+    assert depth.code == 2 and "--rerank-depth applies with --rerank" in depth.err

@@ -201,6 +201,9 @@ def rerank_run(
     if depth <= 0:
         raise MbretError(f"--depth {depth}: must be a positive integer")
     qids = [q for q in run if run[q]]
+    missing = next((d for q in qids for d, _ in run[q][:depth] if d not in dataset.corpus), None)
+    if missing is not None:
+        raise MbretError(f"the first stage returned doc {missing!r}, which is not in {dataset.name}'s corpus")
     candidates = [[(d, doc_text(dataset.corpus[d])) for d, _ in run[q][:depth]] for q in qids]
     reranked = reranker.rerank([dataset.queries[q] for q in qids], candidates)
     return {q: {h.doc_id: h.score for h in hits} for q, hits in zip(qids, reranked)} | {

@@ -10,9 +10,11 @@ Tokenization is bm25s's (lower-cased words of two or more characters, a stopword
 stemmer from PyStemmer, as bm25s's own BEIR benchmark runs it. Queries and documents get the same.
 Every setting is a `--index-param` recorded in the manifest's `index_params`.
 
-A hit is a document that shares a term with the query (score above 0): a BM25 search can return fewer than
-k hits, also under a filter. Thread safety as for the other indexes: searches share a read-write lock,
-and a change waits for the searches under way.
+A hit is a document that shares a term with the query, whatever its score (a bm25l or bm25+ shift, or
+Robertson's zero IDF for a term in most documents): a BM25 search can return fewer than k hits, also
+under a filter. Ties are broken by internal id, at the k-th hit too. Thread safety as for the other
+indexes: searches share a read-write lock, and a change waits for the searches under way. The first search
+after a change rebuilds the scorer under that read lock, so a writer queued meanwhile waits for it.
 """
 
 from __future__ import annotations
@@ -144,12 +146,15 @@ class Bm25Index(StableDocIds, Stored):
             self._scorer = None
             return len(internal)
 
-    def compact(self) -> None:
-        """Drop deleted documents for good (their ids are renumbered, as in the other indexes)."""
+    def compact(self) -> int:
+        """Drop deleted documents' slots for good (ids are renumbered, as in the other indexes); returns how
+        many were dropped (their terms went at delete)."""
         with self._exclusive():
+            dropped = len(self.doc_ids) - len(self)
             self._terms = [t for t, d in zip(self._terms, self.doc_ids) if d is not None]
             self._compact_ids()
             self._scorer = None
+            return dropped
 
     # -- search --------------------------------------------------------------------------------------
     def _live_scorer(self) -> tuple[Any, np.ndarray] | None:
@@ -162,8 +167,8 @@ class Bm25Index(StableDocIds, Stored):
                 import bm25s
 
                 rows = np.array([i for i, d in enumerate(self.doc_ids) if d is not None], dtype=np.int64)
-                if not len(rows):
-                    return None
+                if not any(len(self._terms[i]) for i in rows):
+                    return None  # no live document has a term: nothing can match (and bm25s wants a vocabulary)
                 p = self.params
                 model = bm25s.BM25(method=p["method"], k1=p["k1"], b=p["b"], delta=p["delta"])
                 vocab = dict(self._vocab)  # bm25s adds its empty token to the dict it is given
@@ -206,11 +211,14 @@ class Bm25Index(StableDocIds, Stored):
                     results.append([])
                     continue
                 scores = np.asarray(model.get_scores(known), dtype=np.float32)
-                keep = scores > 0 if allowed is None else (scores > 0) & allowed
-                found = np.flatnonzero(keep)
-                if len(found) > k:
-                    found = found[np.argpartition(-scores[found], k - 1)[:k]]
-                found = found[np.lexsort((found, -scores[found]))]
+                indices, indptr = model.scores["indices"], model.scores["indptr"]
+                found = np.unique(np.concatenate([indices[indptr[t] : indptr[t + 1]] for t in known]))
+                if allowed is not None:
+                    found = found[allowed[found]]
+                if len(found) > k:  # every hit tied with the k-th stays in the running, then ties go by id
+                    kth = np.partition(scores[found], len(found) - k)[len(found) - k]
+                    found = found[scores[found] >= kth]
+                found = found[np.lexsort((found, -scores[found]))][:k]
                 results.append([(self.doc_ids[int(rows[r])], float(scores[r])) for r in found])  # type: ignore[misc]
             return results
 

@@ -9,7 +9,7 @@ same queries, their rankings fused into one.
   1 - alpha shared equally by the others (two indexes: alpha * first + (1 - alpha) * second, next-plaid's
   and Pyserini's hybrid convention).
 
-Each index is searched `depth` deep (at least k) before fusing; a filter applies inside every index's
+Each index is searched `fusion_depth` deep (at least k) before fusing; a filter applies inside every index's
 search. Ties are broken by doc id, so a fused ranking is deterministic.
 """
 
@@ -85,7 +85,7 @@ class FusedRetriever:
     retrievers: list[Retriever]
     fusion: str = "rrf"
     alpha: float = 0.5
-    depth: int = DEFAULT_DEPTH
+    fusion_depth: int = DEFAULT_DEPTH
     rrf_k: int = RRF_K
     paths: list[str] = field(default_factory=list)  # where each retriever's index was loaded from
     timings: dict[str, float] = field(default_factory=dict)
@@ -97,8 +97,8 @@ class FusedRetriever:
             raise MbretError(f"--fusion {self.fusion}: choose one of {', '.join(FUSIONS)}")
         if not 0.0 <= self.alpha <= 1.0:
             raise MbretError(f"--alpha {self.alpha}: must be between 0 and 1")
-        if self.depth <= 0:
-            raise MbretError(f"--fusion-depth {self.depth}: must be a positive integer")
+        if self.fusion_depth <= 0:
+            raise MbretError(f"--fusion-depth {self.fusion_depth}: must be a positive integer")
 
     @classmethod
     def load(
@@ -106,7 +106,7 @@ class FusedRetriever:
         paths: Sequence[str | Path],
         fusion: str = "rrf",
         alpha: float = 0.5,
-        depth: int = DEFAULT_DEPTH,
+        fusion_depth: int = DEFAULT_DEPTH,
         device: str | None = None,
         dtype: str | None = None,
         batch_size: int = 64,
@@ -121,7 +121,7 @@ class FusedRetriever:
                 raise MbretError(
                     f"--fuse {path}: holds other documents than {paths[0]} (e.g. {extra!r}); fuse indexes of one corpus"
                 )
-        return cls(retrievers, fusion=fusion, alpha=alpha, depth=depth, paths=[str(p) for p in paths])
+        return cls(retrievers, fusion=fusion, alpha=alpha, fusion_depth=fusion_depth, paths=[str(p) for p in paths])
 
     @property
     def name(self) -> str:
@@ -165,7 +165,7 @@ class FusedRetriever:
         ids: Iterable[str] | None = None,
         return_documents: bool = False,
     ) -> list[list[Hit]]:
-        """The fused top-k hits per query: every index searched `depth` deep (at least k) with the same
+        """The fused top-k hits per query: every index searched `fusion_depth` deep (at least k) with the same
         filter, then fused. `return_documents` fills the hits from the first index's document store."""
         if k <= 0:
             raise MbretError(f"-k {k}: must be a positive integer")
@@ -175,7 +175,7 @@ class FusedRetriever:
         runs = []
         for retriever in self.retrievers:
             hits = retriever.search(
-                queries, k=max(k, self.depth), show_progress=show_progress, where=where, params=params, ids=ids
+                queries, k=max(k, self.fusion_depth), show_progress=show_progress, where=where, params=params, ids=ids
             )
             runs.append([[(h.doc_id, h.score) for h in row] for row in hits])
             encode += retriever.timings.get("encode_queries_s", 0.0)
@@ -191,10 +191,11 @@ class FusedRetriever:
     def settings(self) -> dict[str, Any]:
         """What an evaluation records of this retriever."""
         return {
+            "index_type": "fusion",  # what `mbret report` labels a result by
             "fusion": self.fusion,
             "alpha": self.alpha if self.fusion == "linear" else None,
             "rrf_k": self.rrf_k if self.fusion == "rrf" else None,
-            "fusion_depth": self.depth,
+            "fusion_depth": self.fusion_depth,
             "indexes": [
                 {
                     "path": path,

@@ -273,6 +273,7 @@ class Retriever:
         seed = int(getattr(self.index, "seed", 0))
         probe = np.random.default_rng(seed).choice(len(texts), size=min(len(texts), 256), replace=False)
         tokens_per_doc = self.encoder.count_tokens([texts[i] for i in probe]) / max(len(probe), 1)
+        tokens_per_doc /= getattr(self.encoder, "pool_factor", 1)  # pooled documents keep ~1/factor of them
         return self.index.sample_documents(len(texts), tokens_per_doc)
 
     def _time(self, name: str, start: float) -> None:
