@@ -181,7 +181,8 @@ class Retriever:
         `store_text` is False, for corpora too large to copy)."""
         if isinstance(model, (DenseEncoder, ColBERTEncoder, TextEncoder)):
             encoder = model
-            mode = {ColBERTEncoder: "colbert", TextEncoder: "bm25"}.get(type(model), "dense")
+            mode = "colbert" if isinstance(model, ColBERTEncoder) else "dense"
+            mode = "bm25" if isinstance(model, TextEncoder) else mode
         else:
             encoder = load_encoder(
                 model,
