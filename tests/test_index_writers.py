@@ -253,17 +253,22 @@ def test_threads_search_a_plaid_index_while_another_writes(tmp_path: Path) -> No
     assert live == set(base_ids[250:]) | set(extra_ids)
 
 
-@pytest.mark.parametrize("kind", ["flat", "hnsw", "exact"])
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "exact", "bm25"])
 def test_threads_search_a_dense_or_exact_index_while_another_writes(kind: str) -> None:
-    """FAISS allows no search during a change, and the exact index caches derived state: three threads
-    searching while a fourth adds and deletes must see no exception and never a document deleted before
-    their search began; afterwards the index equals one built from its final documents."""
+    """FAISS allows no search during a change, and the exact and BM25 indexes cache derived state: three
+    threads searching while a fourth adds and deletes must see no exception and never a document deleted
+    before their search began; afterwards the index equals one built from its final documents."""
     import torch
 
-    from mbret.indexes import ExactMaxSimIndex
+    from mbret.indexes import Bm25Index, ExactMaxSimIndex
 
     base_ids, extra_ids = [f"d{i}" for i in range(400)], [f"x{i}" for i in range(200)]
-    if kind == "exact":
+    if kind == "bm25":  # every document shares "study", so every search has its 10 hits
+        texts = {d: f"study of topic{i % 7} and subject{i % 11} item{i}" for i, d in enumerate(base_ids + extra_ids)}
+        queries = ["topic3 study", "subject5 topic1", "study"] * 2
+        make = lambda: Bm25Index()  # noqa: E731
+        rows = lambda ids: [texts[i] for i in ids]  # noqa: E731
+    elif kind == "exact":
         g = torch.Generator().manual_seed(0)
         vectors = {
             i: torch.nn.functional.normalize(torch.randn(6, 32, generator=g), dim=-1) for i in base_ids + extra_ids
@@ -290,7 +295,7 @@ def test_threads_search_a_dense_or_exact_index_while_another_writes(kind: str) -
                 gone = base_ids[step * 30 : (step + 1) * 30]
                 index.delete(gone)
                 deleted.update(gone)
-                if kind == "exact" and step % 3 == 2:
+                if kind in ("exact", "bm25") and step % 3 == 2:
                     index.compact()
                 time.sleep(0.005)
         except BaseException as exc:  # noqa: BLE001 - reported by the test below

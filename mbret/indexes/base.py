@@ -159,6 +159,23 @@ class Stored:
         with self._changing, self._rw.write():  # type: ignore[attr-defined]
             yield
 
+    def _save_beside_searches(
+        self,
+        path: str | Path,
+        manifest: Manifest,
+        replace: bool,
+        prepare: Callable[[], Callable[[Path, int], dict[str, str]]],
+    ) -> None:
+        """Save one generation while searches go on: `prepare` (run with changes held off and searches
+        reading) fills the manifest and returns `save_generation`'s `write_files`; searches are held off only
+        for the moment this object takes on the generation it wrote."""
+        with self._changing:  # type: ignore[attr-defined]
+            with self._rw.read():  # type: ignore[attr-defined]
+                origin = save_generation(path, manifest, prepare(), replace=replace, origin=self._origin)
+            with self._rw.write():  # type: ignore[attr-defined]
+                self._origin, self._path = origin, Path(path)
+                self._documents_committed(path, manifest)  # type: ignore[attr-defined]
+
     def _reload_options(self) -> dict[str, Any]:
         """Keyword arguments `refresh` passes to `load`."""
         return {}

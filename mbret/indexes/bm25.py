@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from mbret.errors import IndexFormatError, MbretError
-from mbret.indexes.base import Manifest, ReadWriteLock, StableDocIds, Stored, origin_of, read_manifest, save_generation
+from mbret.indexes.base import Manifest, ReadWriteLock, StableDocIds, Stored, origin_of, read_manifest
 from mbret.io import atomic_file, load_npy, save_npy
 
 METHODS = ("lucene", "robertson", "atire", "bm25l", "bm25+")
@@ -225,36 +225,35 @@ class Bm25Index(StableDocIds, Stored):
     # -- persistence ---------------------------------------------------------------------------------
     def save(self, path: str | Path, manifest: Manifest, replace: bool = False) -> None:
         """Write the terms (int32 ids with offsets), the vocabulary and doc ids (JSON), atomically."""
-        with self._changing:
-            with self._rw.read():
-                if not self.doc_ids:
-                    raise MbretError("cannot save an empty index: add documents first")
-                manifest.kind, manifest.index_type = "bm25", self.index_type
-                manifest.dimension, manifest.num_docs = 0, len(self)
-                manifest.index_params = dict(self.params)
-                terms = np.concatenate(self._terms) if self._terms else np.zeros(0, dtype=np.int32)
-                offsets = np.concatenate([[0], np.cumsum([len(t) for t in self._terms])]).astype(np.int64)
-                vocab = sorted(self._vocab, key=self._vocab.__getitem__)
 
-                def write_files(directory: Path, gen: int) -> dict[str, str]:
-                    names = {
-                        "terms": f"terms-{gen:06d}.npy",
-                        "offsets": f"offsets-{gen:06d}.npy",
-                        "vocab": f"vocab-{gen:06d}.json",
-                        "doc_ids": f"doc_ids-{gen:06d}.json",
-                    }
-                    save_npy(directory / names["terms"], terms.astype(np.int32))
-                    save_npy(directory / names["offsets"], offsets)
-                    with atomic_file(directory / names["vocab"]) as fh:
-                        json.dump(vocab, fh, ensure_ascii=False)
-                    with atomic_file(directory / names["doc_ids"]) as fh:
-                        json.dump({"doc_ids": self.doc_ids}, fh)
-                    return names | self._write_documents(directory, gen)
+        def prepare() -> Any:
+            if not self.doc_ids:
+                raise MbretError("cannot save an empty index: add documents first")
+            manifest.kind, manifest.index_type = "bm25", self.index_type
+            manifest.dimension, manifest.num_docs = 0, len(self)
+            manifest.index_params = dict(self.params)
+            terms = np.concatenate(self._terms).astype(np.int32)
+            offsets = np.concatenate([[0], np.cumsum([len(t) for t in self._terms])]).astype(np.int64)
+            vocab = sorted(self._vocab, key=self._vocab.__getitem__)
 
-                origin = save_generation(path, manifest, write_files, replace=replace, origin=self._origin)
-            with self._rw.write():
-                self._origin, self._path = origin, Path(path)
-                self._documents_committed(path, manifest)
+            def write_files(directory: Path, gen: int) -> dict[str, str]:
+                names = {
+                    "terms": f"terms-{gen:06d}.npy",
+                    "offsets": f"offsets-{gen:06d}.npy",
+                    "vocab": f"vocab-{gen:06d}.json",
+                    "doc_ids": f"doc_ids-{gen:06d}.json",
+                }
+                save_npy(directory / names["terms"], terms)
+                save_npy(directory / names["offsets"], offsets)
+                with atomic_file(directory / names["vocab"]) as fh:
+                    json.dump(vocab, fh, ensure_ascii=False)
+                with atomic_file(directory / names["doc_ids"]) as fh:
+                    json.dump({"doc_ids": self.doc_ids}, fh)
+                return names | self._write_documents(directory, gen)
+
+            return write_files
+
+        self._save_beside_searches(path, manifest, replace, prepare)
 
     @classmethod
     def load(cls, path: str | Path) -> tuple[Bm25Index, Manifest]:

@@ -31,7 +31,6 @@ from mbret.indexes.base import (
     Stored,
     origin_of,
     read_manifest,
-    save_generation,
 )
 from mbret.indexes.parts import read_part
 from mbret.io import atomic_file
@@ -239,26 +238,25 @@ class FaissIndex(StableDocIds, Stored):
     # -- persistence ---------------------------------------------------------------------------------
     def save(self, path: str | Path, manifest: Manifest, replace: bool = False) -> None:
         """Write the FAISS file, the doc ids (JSON, null for deleted) and the manifest, atomically."""
-        with self._changing:  # no change while the files are written; searches go on (they only read)
-            with self._rw.read():
-                if self.index is None:
-                    raise MbretError("cannot save an empty index: add documents first")
-                manifest.kind, manifest.index_type = "faiss", self.index_type
-                manifest.dimension, manifest.num_docs = self.dimension, len(self)
-                manifest.index_params = dict(self.params)
 
-                def write_files(directory: Path, gen: int) -> dict[str, str]:
-                    names = {"faiss": f"index-{gen:06d}.faiss", "doc_ids": f"doc_ids-{gen:06d}.json"}
-                    with atomic_file(directory / names["faiss"], "wb") as fh:
-                        fh.write(faiss.serialize_index(self.index).tobytes())
-                    with atomic_file(directory / names["doc_ids"]) as fh:
-                        json.dump({"doc_ids": self.doc_ids, "tombstones": sorted(self._tombstones)}, fh)
-                    return names | self._write_documents(directory, gen)
+        def prepare() -> Any:
+            if self.index is None:
+                raise MbretError("cannot save an empty index: add documents first")
+            manifest.kind, manifest.index_type = "faiss", self.index_type
+            manifest.dimension, manifest.num_docs = self.dimension, len(self)
+            manifest.index_params = dict(self.params)
 
-                origin = save_generation(path, manifest, write_files, replace=replace, origin=self._origin)
-            with self._rw.write():  # a moment: this object becomes the generation it wrote
-                self._origin, self._path = origin, Path(path)
-                self._documents_committed(path, manifest)
+            def write_files(directory: Path, gen: int) -> dict[str, str]:
+                names = {"faiss": f"index-{gen:06d}.faiss", "doc_ids": f"doc_ids-{gen:06d}.json"}
+                with atomic_file(directory / names["faiss"], "wb") as fh:
+                    fh.write(faiss.serialize_index(self.index).tobytes())
+                with atomic_file(directory / names["doc_ids"]) as fh:
+                    json.dump({"doc_ids": self.doc_ids, "tombstones": sorted(self._tombstones)}, fh)
+                return names | self._write_documents(directory, gen)
+
+            return write_files
+
+        self._save_beside_searches(path, manifest, replace, prepare)
 
     @classmethod
     def load(cls, path: str | Path) -> tuple[FaissIndex, Manifest]:
