@@ -59,14 +59,38 @@ def test_bit_packing_round_trips(nbits: int) -> None:
     assert torch.equal(unpack_bits(packed, nbits), values)
 
 
-def test_more_bits_reconstruct_better(corpus: tuple[list[torch.Tensor], list[torch.Tensor]]) -> None:
+@pytest.mark.parametrize("quantizer", ["pq", "scalar"])
+def test_more_bits_reconstruct_better(corpus: tuple[list[torch.Tensor], list[torch.Tensor]], quantizer: str) -> None:
     vectors = torch.cat(corpus[0][:300])
     errors = []
     for nbits in (1, 2, 4, 8):
-        codec = ResidualCodec.train(vectors, nbits, 64, seed=0)
+        codec = ResidualCodec.train(vectors, nbits, 64, seed=0, quantizer=quantizer)
         codes, packed, _ = codec.compress(vectors)
         errors.append(float((codec.decompress(codes, packed) - vectors).norm(dim=-1).mean()))
     assert errors == sorted(errors, reverse=True) and errors[-1] < 0.5 * errors[0]
+
+
+@pytest.mark.parametrize("nbits", [1, 2, 4, 8])
+def test_residual_codebooks_leave_less_error_than_scalar_buckets(
+    corpus: tuple[list[torch.Tensor], list[torch.Tensor]], nbits: int
+) -> None:
+    """The default quantizer ("pq": a 256-word codebook per byte of residual) against ColBERTv2's buckets at
+    the same bytes and centroids; and each stored byte is its position's nearest codeword."""
+    vectors = torch.cat(corpus[0][:600])
+    errors = {}
+    for quantizer in ("pq", "scalar"):
+        codec = ResidualCodec.train(vectors, nbits, 64, seed=0, quantizer=quantizer)
+        assert codec.quantizer == quantizer
+        codes, packed, _ = codec.compress(vectors)
+        assert packed.shape == (len(vectors), 128 * nbits // 8) and packed.dtype == torch.uint8
+        errors[quantizer] = float(((codec.decompress(codes, packed) - vectors) ** 2).sum(dim=1).mean())
+    assert errors["pq"] < (0.8 if nbits < 8 else 1.0) * errors["scalar"], errors
+    residuals = vectors - codec.centroids[codes]
+    books = ResidualCodec.train(vectors, nbits, 64, seed=0).weights  # (bytes, 256, dims per byte)
+    pq = ResidualCodec(codec.centroids, torch.zeros(0), books, nbits, 0.0)
+    pieces = residuals[:50].view(50, books.shape[0], 1, books.shape[2])
+    nearest = ((pieces - books[None]) ** 2).sum(dim=3).argmin(dim=2)
+    torch.testing.assert_close(pq.encode_residuals(residuals[:50]).long(), nearest)
 
 
 def test_buckets_decode_to_the_mean_of_their_training_residuals(
@@ -75,7 +99,7 @@ def test_buckets_decode_to_the_mean_of_their_training_residuals(
     """Lloyd's condition for the given cut-offs: each bucket's value is the mean of the residual values in it,
     which no other value beats on squared error (the middle quantile, ColBERTv2's, does worse)."""
     vectors = torch.cat(corpus[0][:300])
-    codec = ResidualCodec.train(vectors, 2, 64, seed=0)
+    codec = ResidualCodec.train(vectors, 2, 64, seed=0, quantizer="scalar")
     residuals = (vectors - codec.centroids[codec.assign(codec.centroids, vectors)]).flatten()
     buckets = torch.bucketize(residuals, codec.cutoffs, right=True)
     means = torch.stack([residuals[buckets == b].mean() for b in range(4)])
@@ -104,16 +128,21 @@ def test_chunked_build_samples_the_whole_corpus(corpus: tuple[list[torch.Tensor]
     assert all(row[0][0] == f"d{i * 31}" for i, row in enumerate(found))
 
 
+@pytest.mark.parametrize("quantizer", ["pq", "scalar"])
 @pytest.mark.parametrize("nbits", [1, 2, 4, 8])
 def test_scoring_without_decompressing_equals_decompressed_cosines(
-    nbits: int, corpus: tuple[list[torch.Tensor], list[torch.Tensor]]
+    nbits: int, quantizer: str, corpus: tuple[list[torch.Tensor], list[torch.Tensor]]
 ) -> None:
     """Stage 4 scores tokens as (centroid score + residual table product) / stored norm; that must be the
-    cosine of the query with the decompressed vector, for every byte layout."""
+    cosine of the query with the decompressed vector, for every byte layout and both quantizers."""
     vectors, query = torch.cat(corpus[0][:200]), corpus[1][0]
-    codec = ResidualCodec.train(vectors, nbits, 64, seed=0)
+    codec = ResidualCodec.train(vectors, nbits, 64, seed=0, quantizer=quantizer)
     codes, packed, _ = codec.compress(vectors)
-    raw = codec.centroids[codes] + torch.nn.functional.embedding(packed.long(), codec._byte_table).flatten(1)
+    if quantizer == "scalar":  # each dimension's bucket value
+        decoded = codec.weights[unpack_bits(packed, nbits).long()]
+    else:  # each byte position's codeword
+        decoded = codec.weights[torch.arange(packed.shape[1]), packed.long()].flatten(1)
+    raw = codec.centroids[codes] + decoded
     torch.testing.assert_close(codec.norms(codes, packed, block=333), raw.norm(dim=1))
     torch.testing.assert_close(
         codec.residual_similarities(query, packed, block=333), (raw - codec.centroids[codes]) @ query.T
@@ -151,6 +180,11 @@ def test_search_defaults_follow_k() -> None:
     assert large.full_scores(1000, 21) == 1950 and large.full_scores(1000, 1) == 4096
     custom = PlaidSearchParams(n_ivf_probe=8, n_full_scores=7).resolved(10)
     assert custom.n_ivf_probe == 8 and custom.n_candidates == 256 and custom.full_scores(10, 3) == 7
+    # at nbits 4 and 8 a k <= 10 search takes the k <= 100 budgets (stages 2-3 decide there, not the codec)
+    fine = PlaidSearchParams().resolved(10, nbits=4)
+    assert (fine.n_ivf_probe, fine.centroid_score_threshold, fine.n_candidates) == (2, 0.45, 1024)
+    assert [fine.full_scores(10, n, nbits=4) for n in (9, 21, 116)] == [455, 195, 64]
+    assert PlaidSearchParams().resolved(10, nbits=2) == small and PlaidSearchParams().resolved(100, 8) == mid
 
 
 def test_build_is_deterministic(corpus: tuple[list[torch.Tensor], list[torch.Tensor]]) -> None:
@@ -217,6 +251,34 @@ def test_corrupted_chunk_is_a_clear_error(
         load_index(tmp_path / "idx")
 
 
+def test_each_quantizer_survives_save_and_load_and_older_indexes_stay_scalar(
+    corpus: tuple[list[torch.Tensor], list[torch.Tensor]], tmp_path: Path
+) -> None:
+    docs, queries = corpus
+    ids = [f"d{i}" for i in range(300)]
+    for quantizer in ("pq", "scalar"):
+        index = PlaidIndex(128, nbits=2, residual_quantizer=quantizer)
+        index.add(ids, docs[:300])
+        before = index.search(queries[:5], k=5)
+        index.save(tmp_path / quantizer, _manifest())
+        loaded, manifest = load_index(tmp_path / quantizer)
+        assert loaded.codec.quantizer == quantizer and manifest.index_params["residual_quantizer"] == quantizer
+        assert loaded.search(queries[:5], k=5) == before
+    assert PlaidIndex(128).params["residual_quantizer"] == "pq"
+    # an index written before the quantizer was recorded holds scalar buckets, and says so once loaded
+    path = tmp_path / "scalar" / "manifest.json"
+    data = json.loads(path.read_text())
+    del data["index_params"]["residual_quantizer"]
+    path.write_text(json.dumps(data))
+    loaded, _ = load_index(tmp_path / "scalar")
+    assert loaded.params["residual_quantizer"] == "scalar" and loaded.search(queries[:5], k=5) == before
+    np.save(tmp_path / "pq" / "bucket_weights.npy", np.zeros((3, 256, 4), dtype=np.float32))
+    with pytest.raises(IndexFormatError, match=r"bucket_weights.npy: residual codebooks of shape \(3, 256, 4\)"):
+        load_index(tmp_path / "pq")
+    with pytest.raises(Exception, match="residual_quantizer 'opq': choose one of pq, scalar"):
+        PlaidIndex(128, residual_quantizer="opq")
+
+
 def test_cli_plaid_index_search_eval(tmp_path: Path, cli, tiny_model: str, small_beir: Path) -> None:
     out = tmp_path / "idx"
     result = cli(
@@ -237,6 +299,7 @@ def test_cli_plaid_index_search_eval(tmp_path: Path, cli, tiny_model: str, small
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["kind"] == "plaid" and manifest["index_type"] == "plaid"
     assert manifest["index_params"]["nbits"] == 4 and manifest["index_params"]["n_full_scores"] == 3
+    assert manifest["index_params"]["residual_quantizer"] == "pq"
     payload = json.loads(cli("search", out, "dense vector search over a corpus of documents", "--json").out)
     assert payload[0]["hits"][0]["doc_id"] == "d5" and len(payload[0]["hits"]) <= 3
     payload = json.loads(cli("search", out, "dense vector search", "--json", "--n-full-scores", "6", "-k", "6").out)
@@ -248,6 +311,13 @@ def test_cli_plaid_index_search_eval(tmp_path: Path, cli, tiny_model: str, small
     results = json.loads((tmp_path / "res" / "results.json").read_text())
     assert results["settings"]["index_type"] == "plaid" and results["settings"]["index_params"]["nbits"] == 1
     assert cli("search", out, "x", "--n-ivf-probe", "2").code == 0
+    scalar = tmp_path / "scalar"
+    options = ("--mode", "colbert", "--out", scalar, "--index-param", "residual_quantizer=scalar")
+    assert cli("index", small_beir, "--model", tiny_model, *options).code == 0
+    assert json.loads((scalar / "manifest.json").read_text())["index_params"]["residual_quantizer"] == "scalar"
+    bad = ("--mode", "colbert", "--out", tmp_path / "bad", "--index-param", "residual_quantizer=opq")
+    result = cli("index", small_beir, "--model", tiny_model, *bad)
+    assert result.code != 0 and "residual_quantizer 'opq': choose one of pq, scalar" in result.err
 
 
 @pytest.mark.parametrize("kind", ["faiss", "exact", "plaid"])

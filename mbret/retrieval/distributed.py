@@ -16,7 +16,7 @@ and every rank compresses its own shard with it. Rank 0's commit links the parts
 nothing is decompressed, merged or copied. FAISS indexes (flat, hnsw, ivfpq) and exact MaxSim ones are
 assembled by rank 0 from the parts' vectors in one add, as a single process would.
 
-Same seed, same result: doc ids in corpus order, the same sample, the same centroids and bucket cut-offs
+Same seed, same result: doc ids in corpus order, the same sample, the same centroids and residual codebooks
 for the same vectors; only the encoder's numerics (documents batched with other neighbours) differ.
 
 Stanford ColBERT's launcher is single-node and has rank 0 build the inverted lists from all codes in one

@@ -1,6 +1,6 @@
 """PLAID (Santhanam et al., 2022) in PyTorch, one module per part of the engine:
 
-- `codec`: k-means centroids and the residual codec (ColBERTv2's compression);
+- `codec`: k-means centroids and the residual codec (ColBERTv2's compression, its residuals product-quantized);
 - `ivf`: chunks with their stored inverted lists, and the immutable search state;
 - `search`: the four search stages, as functions of that state (the paper's section 4);
 - `storage`: files, manifest roles and generations;
@@ -10,6 +10,7 @@
 from mbret.indexes.plaid.codec import (
     NBITS,
     QUANTILE_SAMPLE,
+    QUANTIZERS,
     TRAIN_PER_CENTROID,
     ResidualCodec,
     default_num_centroids,
@@ -25,6 +26,7 @@ __all__ = [
     "FULL_SCORE_BUDGET",
     "NBITS",
     "QUANTILE_SAMPLE",
+    "QUANTIZERS",
     "SAMPLE_SPREAD",
     "TRAIN_PER_CENTROID",
     "UNTRAINED_TOKENS",

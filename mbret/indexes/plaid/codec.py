@@ -1,8 +1,18 @@
-"""PLAID's codec (ColBERTv2's residual compression): k-means centroids plus `nbits`-per-dimension residuals.
+"""PLAID's codec: k-means centroids plus `nbits` per dimension of residual, ColBERTv2's residual compression
+with its residuals product-quantized as FAISS's IVFPQ does.
 
-Training: k-means (FAISS, seeded, spherical) on a sample of token vectors gives the centroids; the residuals'
-quantiles give the bucket cut-offs, and each bucket decodes to the mean of its training residuals. A token
-is stored as its nearest centroid's id plus its residual's buckets, packed `8 / nbits` to a byte.
+Training: k-means (FAISS, seeded, spherical) on a sample of token vectors gives the centroids. A token is
+stored as its nearest centroid's id plus its residual in `dim * nbits / 8` bytes, each byte covering
+`8 / nbits` consecutive dimensions. What a byte decodes to is the codec's `quantizer`:
+- "pq" (the default): each byte position has its own codebook of 256 residual pieces, trained by k-means
+  on that position's dimensions (`faiss.ProductQuantizer`, 8 bits per sub-vector). On SciFact's token
+  vectors it leaves a third of the scalar buckets' squared error at the same bytes (docs/benchmarks.md,
+  "PLAID's residual quantizer").
+- "scalar": ColBERTv2's buckets. The residuals' quantiles give `2**nbits - 1` cut-offs shared by every
+  dimension, and each bucket decodes to the mean of its training residuals. Indexes written before "pq"
+  hold these and keep them.
+Both decode through one table per byte position (`(bytes, 256, dims per byte)`), so search scores a token's
+residual as a sum of table rows whichever quantizer made it.
 
 Training runs on the process's threads, or on `$MBRET_KMEANS_THREADS` where set. The thread count changes
 BLAS's float sums and so, by a hair, the centroids: two builds give byte-identical codecs from the same
@@ -14,6 +24,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 
 import torch
 
@@ -21,9 +32,12 @@ from mbret.errors import MbretError
 from mbret.hardware import cpu_threads
 
 NBITS = (1, 2, 4, 8)
+QUANTIZERS = ("pq", "scalar")  # how a residual byte decodes (module docstring); the first is the default
+PQ_TRAIN_ROWS = 65536  # residuals each byte position's codebook is trained on (FAISS's 256 per codeword)
 QUANTILE_SAMPLE = 2_000_000  # residual values the bucket cut-offs are estimated from
 TRAIN_PER_CENTROID = 40  # k-means sample: token vectors per centroid
 KMEANS_THREADS_ENV = "MBRET_KMEANS_THREADS"
+_BLAS_SETTING = threading.Lock()
 
 
 def kmeans_threads() -> int | None:
@@ -60,16 +74,37 @@ def unpack_bits(packed: torch.Tensor, nbits: int) -> torch.Tensor:
 
 
 class ResidualCodec:
-    """Centroids plus `nbits`-per-dimension residual buckets; compresses and restores token vectors."""
+    """Centroids plus `nbits`-per-dimension residuals; compresses and restores token vectors.
+
+    `weights` says the quantizer: `(2**nbits,)` bucket values ("scalar", with `cutoffs` between them) or
+    `(bytes, 256, dims per byte)` per-byte codebooks ("pq", `cutoffs` empty)."""
 
     def __init__(
         self, centroids: torch.Tensor, cutoffs: torch.Tensor, weights: torch.Tensor, nbits: int, avg_residual: float
     ) -> None:
         self.centroids, self.cutoffs, self.weights = centroids.float(), cutoffs.float(), weights.float()
         self.nbits, self.avg_residual = nbits, avg_residual
-        # byte -> the residual values of the dimensions it packs: one gather per byte, no bit twiddling
-        every_byte = torch.arange(256, dtype=torch.uint8)[:, None]
-        self._byte_table = self.weights[unpack_bits(every_byte, nbits).long()]  # (256, 8 // nbits)
+        dim, per_byte = self.centroids.shape[1], 8 // nbits
+        n_bytes = dim // per_byte
+        if self.weights.dim() == 3:
+            if tuple(self.weights.shape) != (n_bytes, 256, per_byte):
+                raise MbretError(
+                    f"residual codebooks of shape {tuple(self.weights.shape)} do not fit {dim} dimensions at "
+                    f"nbits {nbits}: expected {(n_bytes, 256, per_byte)}"
+                )
+            tables = self.weights
+        else:  # byte -> the bucket values of the dimensions it packs, the same at every position
+            every_byte = torch.arange(256, dtype=torch.uint8)[:, None]
+            tables = self.weights[unpack_bits(every_byte, nbits).long()].expand(n_bytes, 256, per_byte)
+        # (bytes * 256, dims per byte): row 256 * position + byte value is what that byte decodes to there
+        self._tables = tables.reshape(n_bytes * 256, per_byte).contiguous()
+        self._shift = torch.arange(n_bytes, dtype=torch.int32, device=self._tables.device) * 256
+        self._faiss_pq: object | None = None
+
+    @property
+    def quantizer(self) -> str:
+        """What the residual bytes decode through, "pq" or "scalar" (module docstring)."""
+        return "pq" if self.weights.dim() == 3 else "scalar"
 
     def fingerprint(self) -> str:
         """A digest of the centroids and buckets: parts compressed apart must share it to join one index."""
@@ -84,17 +119,25 @@ class ResidualCodec:
         self.centroids, self.cutoffs, self.weights = (
             t.to(device) for t in (self.centroids, self.cutoffs, self.weights)
         )
-        self._byte_table = self._byte_table.to(device)
+        self._tables, self._shift = self._tables.to(device), self._shift.to(device)
         return self
 
     @classmethod
     def train(
-        cls, sample: torch.Tensor, nbits: int, num_centroids: int, seed: int = 0, niter: int = 8
+        cls,
+        sample: torch.Tensor,
+        nbits: int,
+        num_centroids: int,
+        seed: int = 0,
+        niter: int = 8,
+        quantizer: str = QUANTIZERS[0],
     ) -> ResidualCodec:
         import faiss
 
         if nbits not in NBITS:
             raise MbretError(f"--nbits {nbits}: choose one of {', '.join(map(str, NBITS))}")
+        if quantizer not in QUANTIZERS:
+            raise MbretError(f"residual_quantizer {quantizer!r}: choose one of {', '.join(QUANTIZERS)}")
         sample = sample.float().contiguous()
         num_centroids = min(num_centroids, len(sample))
         kmeans = faiss.Kmeans(
@@ -112,21 +155,10 @@ class ResidualCodec:
             kmeans.train(sample.numpy())
             centroids = torch.from_numpy(kmeans.centroids.copy())
             codes = cls.assign(centroids, sample)
-        levels = 1 << nbits
-        dim = sample.shape[1]
-        if sample.numel() > QUANTILE_SAMPLE:  # quantiles of a fixed, seeded subsample of residual values:
-            # the same cut-offs to 3 decimals, without holding every residual or a permutation of them
-            picks = torch.randint(sample.numel(), (QUANTILE_SAMPLE,), generator=torch.Generator().manual_seed(seed))
-            rows, cols = picks // dim, picks % dim
-            values = sample[rows, cols] - centroids[codes[rows], cols]
-        else:
-            values = (sample - centroids[codes]).flatten()
-        cutoffs = torch.quantile(values, torch.arange(1, levels) / levels)
-        # each bucket decodes to the mean of the values that fall in it (Lloyd's condition: the least squared
-        # error for these cut-offs; ColBERTv2 takes the bucket's middle quantile, ~2% more error at nbits 4)
-        buckets = torch.bucketize(values, cutoffs, right=True)
-        counts = torch.bincount(buckets, minlength=levels).clamp_min(1)
-        weights = torch.zeros(levels).index_add_(0, buckets, values) / counts
+            if quantizer == "pq":
+                cutoffs, weights = torch.zeros(0), train_codebooks(sample, centroids, codes, nbits, seed)
+            else:
+                cutoffs, weights = train_buckets(sample, centroids, codes, nbits, seed)
         abs_sum = sum(
             float((sample[b : b + 65536] - centroids[codes[b : b + 65536]]).abs().sum())
             for b in range(0, len(sample), 65536)
@@ -152,13 +184,36 @@ class ResidualCodec:
             part_codes = self.assign(self.centroids, part)
             residuals = part - self.centroids[part_codes]
             codes[start : start + block] = part_codes
-            packed[start : start + block] = pack_bits(torch.bucketize(residuals, self.cutoffs, right=True), self.nbits)
+            packed[start : start + block] = self.encode_residuals(residuals)
             total += float(residuals.abs().sum())
         return codes, packed, total / max(vectors.numel(), 1)
 
+    def encode_residuals(self, residuals: torch.Tensor) -> torch.Tensor:
+        """(n, d) float residuals -> (n, d * nbits / 8) uint8: each byte position's nearest codeword ("pq",
+        FAISS's encoder) or the dimensions' buckets, packed ("scalar")."""
+        if self.quantizer == "scalar":
+            return pack_bits(torch.bucketize(residuals, self.cutoffs, right=True), self.nbits)
+        if self.nbits == 8:  # one dimension per byte: a binary search among the sorted codewords' midpoints
+            # (FAISS's encoder has no fast path for 1-d sub-vectors: 30x slower here)
+            words = self.weights[:, :, 0].to(residuals.device).sort(dim=1)
+            midpoints = (words.values[:, 1:] + words.values[:, :-1]) / 2
+            nearest = torch.searchsorted(midpoints, residuals.float().T.contiguous())
+            return words.indices.gather(1, nearest).T.to(torch.uint8)
+        pq = self._faiss_pq
+        if pq is None:
+            import faiss
+
+            n_bytes = self.weights.shape[0]
+            pq = faiss.ProductQuantizer(self.centroids.shape[1], n_bytes, 8)
+            faiss.copy_array_to_vector(self.weights.cpu().numpy().ravel(), pq.centroids)
+            self._faiss_pq = pq
+        rows = residuals.detach().float().cpu().contiguous().numpy()
+        return torch.from_numpy(pq.compute_codes(rows)).to(residuals.device)  # type: ignore[attr-defined]
+
     def _reconstruct(self, codes: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
         """Centroid + decoded residual, before normalisation."""
-        residuals = torch.nn.functional.embedding(packed.long(), self._byte_table).view(len(packed), -1)
+        rows = packed.to(torch.int32).add_(self._shift)
+        residuals = torch.nn.functional.embedding(rows, self._tables).view(len(packed), -1)
         return torch.nn.functional.embedding(codes.long(), self.centroids).add_(residuals)
 
     def decompress(self, codes: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
@@ -180,14 +235,62 @@ class ResidualCodec:
         its bytes' rows (one `embedding_bag`). 3x faster than decompressing and multiplying."""
         per_byte, n_bytes, lq = 8 // self.nbits, packed.shape[1], len(query)
         table = torch.bmm(  # (positions, 256, per_byte) @ (positions, per_byte, lq)
-            self._byte_table.expand(n_bytes, -1, -1), query.T.reshape(n_bytes, per_byte, lq)
+            self._tables.view(n_bytes, 256, per_byte), query.T.reshape(n_bytes, per_byte, lq)
         ).reshape(n_bytes * 256, lq)
-        shift = torch.arange(n_bytes, dtype=torch.int32, device=packed.device) * 256
         out = torch.empty(len(packed), lq, device=query.device)
         for start in range(0, len(packed), block):  # int32 rows: 3x faster than int64 here, both to build
-            rows = packed[start : start + block].to(torch.int32).add_(shift)  # and for embedding_bag to read
+            rows = packed[start : start + block].to(torch.int32).add_(self._shift)  # and for embedding_bag
             out[start : start + block] = torch.nn.functional.embedding_bag(rows, table, mode="sum")
         return out
+
+
+def train_buckets(
+    sample: torch.Tensor, centroids: torch.Tensor, codes: torch.Tensor, nbits: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """ColBERTv2's scalar buckets: cut-offs at the residual values' quantiles, shared by every dimension;
+    each bucket decodes to the mean of the values that fall in it (Lloyd's condition: the least squared
+    error for these cut-offs; ColBERTv2 takes the bucket's middle quantile, ~2% more error at nbits 4)."""
+    levels, dim = 1 << nbits, sample.shape[1]
+    if sample.numel() > QUANTILE_SAMPLE:  # quantiles of a fixed, seeded subsample of residual values:
+        # the same cut-offs to 3 decimals, without holding every residual or a permutation of them
+        picks = torch.randint(sample.numel(), (QUANTILE_SAMPLE,), generator=torch.Generator().manual_seed(seed))
+        rows, cols = picks // dim, picks % dim
+        values = sample[rows, cols] - centroids[codes[rows], cols]
+    else:
+        values = (sample - centroids[codes]).flatten()
+    cutoffs = torch.quantile(values, torch.arange(1, levels) / levels)
+    buckets = torch.bucketize(values, cutoffs, right=True)
+    counts = torch.bincount(buckets, minlength=levels).clamp_min(1)
+    return cutoffs, torch.zeros(levels).index_add_(0, buckets, values) / counts
+
+
+def train_codebooks(
+    sample: torch.Tensor, centroids: torch.Tensor, codes: torch.Tensor, nbits: int, seed: int
+) -> torch.Tensor:
+    """Per-byte residual codebooks, (bytes, 256, dims per byte): `faiss.ProductQuantizer` with one 8-bit
+    sub-quantizer per byte of the stored residual, trained on the residuals of at most `PQ_TRAIN_ROWS`
+    seeded rows of the sample (a sample under 256 rows is repeated to give k-means its 256 points)."""
+    import faiss
+    import numpy as np
+
+    dim, per_byte = sample.shape[1], 8 // nbits
+    rows = sample_rows(torch.arange(len(sample)), PQ_TRAIN_ROWS, seed)
+    residuals = (sample[rows] - centroids[codes[rows]]).numpy().astype(np.float32)
+    if len(residuals) < 256:
+        residuals = np.resize(residuals, (256, dim))
+    pq = faiss.ProductQuantizer(dim, dim // per_byte, 8)
+    pq.cp.seed = seed
+    pq.cp.min_points_per_centroid = 1  # small samples are expected (tests, tiny corpora): no warning
+    # FAISS finds nearest codewords without BLAS below `distance_compute_blas_threshold` rows (128,000 in
+    # 1.15), a path that on 2-4 dimensions ran 10x slower than BLAS here: train on the BLAS path
+    with _BLAS_SETTING:  # a process-wide FAISS setting: one trainer changes and restores it at a time
+        threshold = faiss.cvar.distance_compute_blas_threshold
+        faiss.cvar.distance_compute_blas_threshold = 20
+        try:
+            pq.train(np.ascontiguousarray(residuals))
+        finally:
+            faiss.cvar.distance_compute_blas_threshold = threshold
+    return torch.from_numpy(faiss.vector_to_array(pq.centroids).reshape(dim // per_byte, 256, per_byte).copy())
 
 
 def _faiss_gpus(faiss: object) -> int:

@@ -30,6 +30,7 @@ from mbret.indexes.parts import Part, read_part, write_part
 from mbret.indexes.plaid import storage
 from mbret.indexes.plaid.codec import (
     NBITS,
+    QUANTIZERS,
     TRAIN_PER_CENTROID,
     ResidualCodec,
     default_num_centroids,
@@ -73,13 +74,17 @@ class PlaidIndex(StableDocIds, Stored):
         seed: int = 0,
         kmeans_niter: int = 8,
         search: PlaidSearchParams | None = None,
+        residual_quantizer: str = QUANTIZERS[0],
     ) -> None:
         if nbits not in NBITS:
             raise MbretError(f"--nbits {nbits}: choose one of {', '.join(map(str, NBITS))}")
+        if residual_quantizer not in QUANTIZERS:
+            raise MbretError(f"residual_quantizer {residual_quantizer!r}: choose one of {', '.join(QUANTIZERS)}")
         if dimension * nbits % 8:
             raise MbretError(f"dimension {dimension} × nbits {nbits} must be a whole number of bytes")
         self.dimension, self.nbits, self.seed, self.kmeans_niter = dimension, nbits, seed, kmeans_niter
         self.num_centroids = num_centroids
+        self.residual_quantizer = residual_quantizer  # the codec's, once there is one (`codec.py`)
         self.index_type = "plaid"
         self.search_params = search or PlaidSearchParams()
         self.codec: ResidualCodec | None = None
@@ -114,6 +119,7 @@ class PlaidIndex(StableDocIds, Stored):
             "num_centroids": int(len(self.codec.centroids)) if self.codec else self.num_centroids,
             "seed": self.seed,
             "kmeans_niter": self.kmeans_niter,
+            "residual_quantizer": self.codec.quantizer if self.codec else self.residual_quantizer,
             "drift": round(self.drift, 4),
             **{k: v for k, v in asdict(self.search_params).items() if v is not None},
         }
@@ -154,7 +160,7 @@ class PlaidIndex(StableDocIds, Stored):
         return np.sort(rng.choice(num_docs, size=min(num_docs, max(wanted, 1)), replace=False))
 
     def train(self, sample: torch.Tensor, num_tokens: int | None = None) -> None:
-        """Fit centroids and residual buckets on a sample of token vectors from a corpus of `num_tokens`
+        """Fit centroids and the residual quantizer on a sample of token vectors from a corpus of `num_tokens`
         (k-means on `TRAIN_PER_CENTROID` of them per centroid, drawn at random with the index's seed).
         Centroids are sized for `num_tokens`: pass the corpus's token count when the sample is a part."""
         with self._lock:
@@ -163,7 +169,9 @@ class PlaidIndex(StableDocIds, Stored):
             k = self.num_centroids or default_num_centroids(num_tokens or len(sample))
             self.num_centroids = k
             sample = sample_rows(torch.as_tensor(sample), TRAIN_PER_CENTROID * k, self.seed)
-            self.codec = ResidualCodec.train(sample, self.nbits, k, seed=self.seed, niter=self.kmeans_niter)
+            self.codec = ResidualCodec.train(
+                sample, self.nbits, k, seed=self.seed, niter=self.kmeans_niter, quantizer=self.residual_quantizer
+            )
             if self._untrained:  # documents added before: compress them now
                 held, self._untrained = self._untrained, []
                 self._compress(held)
@@ -265,6 +273,7 @@ class PlaidIndex(StableDocIds, Stored):
             if self.codec is not None or self._untrained or len(self.doc_ids):
                 raise MbretError("use_codec: the index already holds documents or a codec")
             self.codec, self.num_centroids = codec, len(codec.centroids)
+            self.residual_quantizer = codec.quantizer
 
     def write_part(self, directory: str | Path) -> None:
         """Write everything this index holds as one part (one chunk, its ids and documents) for the rank
@@ -334,7 +343,7 @@ class PlaidIndex(StableDocIds, Stored):
             return before - self.num_tokens
 
     def recluster(self, block: int = 65536) -> None:
-        """Retrain centroids and buckets on the index's own (decompressed) vectors, then recompress: for
+        """Retrain centroids and residual quantizer on the index's own (decompressed) vectors, then recompress: for
         when `drift` says added documents sit far from the old centroids. Compacts as it goes."""
         with self._lock:
             self.compact()
@@ -404,7 +413,7 @@ class PlaidIndex(StableDocIds, Stored):
             raise MbretError(f"-k {k}: must be a positive integer")
         if not len(self):
             return [[] for _ in queries]
-        p = (search_params or self.search_params).resolved(k)
+        p = (search_params or self.search_params).resolved(k, self.nbits)
         while True:  # the filter's positions must be those of the snapshot searched: redo if a write came between
             state = self.search_state()
             subset = self.select(where, params, ids)
@@ -481,6 +490,7 @@ class PlaidIndex(StableDocIds, Stored):
         self.resident = not mmap
         row_bytes = self.dimension * self.nbits // 8
         self.codec = storage.read_codec(files, self.nbits, float(p.get("avg_residual", 0.0)))
+        self.residual_quantizer = self.codec.quantizer  # older indexes hold scalar buckets
         if "doc_ids" in files:  # written before chunks stored their lists
             self._chunks, doc_ids = storage.read_legacy_chunks(files, self.codec, row_bytes, mmap)
             self._rewrite_all = True

@@ -1,4 +1,5 @@
-"""PLAID's files. A directory holds the codec (`centroids.npy`, `bucket_cutoffs.npy`, `bucket_weights.npy`),
+"""PLAID's files. A directory holds the codec (`centroids.npy`; `bucket_weights.npy`, the residual codebooks,
+or the scalar buckets' values beside their `bucket_cutoffs.npy`, see `codec.py`),
 one set of files per chunk (`ROLE-CCCCC.npy` for each array of `Chunk`, and `doc_ids-CCCCC.json`, the
 chunk's doc ids), and the current generation's tombstones (`deleted-GGGGGG.npy`, the deleted documents'
 numbers). A chunk's files are written once; a save writes the chunks added since the last one, the
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mbret.errors import IndexFormatError
+from mbret.errors import IndexFormatError, MbretError
 from mbret.indexes.plaid.codec import ResidualCodec
 from mbret.indexes.plaid.ivf import CHUNK_ARRAYS, Chunk, make_chunk
 from mbret.io import atomic_file, load_npy, save_npy
@@ -100,7 +101,10 @@ def read_codec(files: dict[str, Path], nbits: int, avg_residual: float) -> Resid
     import torch
 
     arrays = [torch.from_numpy(load_npy(files[role], None)) for role in CODEC_FILES]
-    return ResidualCodec(*arrays, nbits, avg_residual)
+    try:
+        return ResidualCodec(*arrays, nbits, avg_residual)
+    except MbretError as exc:
+        raise IndexFormatError(f"{files['bucket_weights']}: {exc}") from None
 
 
 def _read_json(path: Path) -> object:
