@@ -80,7 +80,8 @@ FullScoresOpt = Annotated[
     typer.Option(
         "--n-full-scores",
         help="plaid: docs scored exactly on their compressed vectors (default: per query, 2048 at k<=10 or "
-        "4096 at k<=100 divided by the query's tokens, at least max(k, 64)).",
+        "4096 at k<=100 divided by the query's tokens, at least max(k, 64); an index of nbits 4 or 8 takes "
+        "k<=100's budgets at k<=10).",
     ),
 ]
 DocLenOpt = Annotated[

@@ -38,12 +38,14 @@ class PlaidSearchParams:
     n_candidates: int | None = None
     n_full_scores: int | None = None
 
-    def resolved(self, k: int) -> PlaidSearchParams:
+    def resolved(self, k: int, nbits: int = 2) -> PlaidSearchParams:
         """ColBERT's own k-dependent probes, threshold and candidates (colbert/searcher.py) for whatever is
-        unset; `n_full_scores` stays None when unset, for `full_scores` to size per query."""
-        if k <= 10:
+        unset, those of k <= 100 for a k <= 10 search of an index of `FINE_NBITS` or more (`budget_k`);
+        `n_full_scores` stays None when unset, for `full_scores` to size per query."""
+        tier = budget_k(k, nbits)
+        if tier <= 10:
             probe, threshold, candidates = 1, 0.5, 256
-        elif k <= 100:
+        elif tier <= 100:
             probe, threshold, candidates = 2, 0.45, 1024
         else:
             probe, threshold, candidates = 4, 0.4, max(k * 4, 4096)
@@ -56,23 +58,33 @@ class PlaidSearchParams:
             n_full_scores=self.n_full_scores,
         )
 
-    def full_scores(self, k: int, query_tokens: int) -> int:
+    def full_scores(self, k: int, query_tokens: int, nbits: int = 2) -> int:
         """How many candidates stage 4 scores exactly: `n_full_scores` if set, else a budget of query tokens
-        x documents (`FULL_SCORE_BUDGET`, by k) over this query's tokens, at least `max(k, 64)` at k <= 10
-        and k above, at most `n_candidates`. Stage 4's cost grows with both factors; and the centroid-only
-        scores that pick its documents err more, relative to the score, the fewer tokens a query sums over:
-        on SciFact, 4-word queries lost 0.015 NDCG@10 with ColBERT's 64 documents at k=10 where 21-token ones
-        lost nothing and 116-token ones lost nothing with 17 (docs/benchmarks.md)."""
+        x documents (`FULL_SCORE_BUDGET`, by `budget_k`) over this query's tokens, at least `max(k, 64)` at
+        k <= 10 and k above, at most `n_candidates`. Stage 4's cost grows with both factors; and the
+        centroid-only scores that pick its documents err more, relative to the score, the fewer tokens a
+        query sums over: on SciFact, 4-word queries lost 0.015 NDCG@10 with ColBERT's 64 documents at k=10
+        where 21-token ones lost nothing and 116-token ones lost nothing with 17 (docs/benchmarks.md)."""
         candidates = self.n_candidates or 0
         if self.n_full_scores:
             return min(self.n_full_scores, candidates) if candidates else self.n_full_scores
-        budget = FULL_SCORE_BUDGET[10] if k <= 10 else FULL_SCORE_BUDGET[100] * max(1, k // 100)
+        tier = budget_k(k, nbits)
+        budget = FULL_SCORE_BUDGET[10] if tier <= 10 else FULL_SCORE_BUDGET[100] * max(1, tier // 100)
         floor = max(k, 64) if k <= 10 else k
         return max(floor, min(candidates, budget // max(query_tokens, 1)))
 
 
+def budget_k(k: int, nbits: int) -> int:
+    """The k whose default budgets a search of k hits takes: k itself, or 100 for k <= 10 at `FINE_NBITS` or
+    more. Residuals of 4 bits score documents so close to exact MaxSim that what the cheaper k <= 10 stages
+    2-3 leave out becomes most of the loss; at 2 bits the residuals' own error is the larger part
+    (docs/benchmarks.md, "PLAID search budgets")."""
+    return 100 if k <= 10 and nbits >= FINE_NBITS else k
+
+
 # stage 4's default budget: query tokens x documents scored exactly, at k <= 10 and per 100 hits above
 FULL_SCORE_BUDGET = {10: 2048, 100: 4096}
+FINE_NBITS = 4  # indexes of this many residual bits or more search k <= 10 with the k <= 100 budgets
 
 
 def probe_candidates(
@@ -225,7 +237,7 @@ def search_one(
     kept = scores_t.amax(dim=1) >= p.centroid_score_threshold
     approx = pruned_interaction(state, scores_t, candidates, kept)
     candidates = candidates[approx.topk(min(p.n_candidates or len(candidates), len(candidates))).indices]
-    n_full = p.full_scores(k, lq)
+    n_full = p.full_scores(k, lq, state.codec.nbits)
     if n_full < len(candidates):  # nothing to choose when stage 4 takes them all
         candidates = torch.sort(candidates).values
         approx = centroid_interaction(state, scores_t, candidates)
