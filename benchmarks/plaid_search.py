@@ -16,6 +16,9 @@ Sections (`--sections`, any of):
 - `fidelity`: the NDCG@10 difference at the defaults for both build paths (`one-shot`: every vector given
   to `PlaidIndex.add`, which trains on a sample of them; `streaming`: trained on a sample of whole
   documents, then added 2,048 documents at a time, as `Retriever` builds) and three codec seeds;
+- `k10`: NDCG@10 difference, recall@10 and queries/s at k=10 along per-query budgets (probes, threshold,
+  candidates, stage 4's query tokens x documents budget), PLAID built one-shot per nbits and seed: how the
+  k <= 10 defaults were chosen per nbits (`budget_k`);
 - `sizes`: build time and peak RSS at three corpus fractions (nbits 2, each in its own process).
 
 Writes WORK/plaid_search.json.
@@ -26,6 +29,7 @@ Writes WORK/plaid_search.json.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import resource
 import subprocess
@@ -56,6 +60,16 @@ LADDER = [
     (8, 0.3, 4096, 1024),
     (16, 0.0, 4096, 4096),
 ]
+# k10: (n_ivf_probe, centroid_score_threshold, n_candidates, stage 4's budget of query tokens x documents)
+K10_LADDER = [
+    (1, 0.5, 256, 2048),  # ColBERT's k <= 10 probes, threshold, candidates; the nbits-2 default
+    (1, 0.5, 512, 2048),
+    (2, 0.45, 256, 2048),
+    (1, 0.5, 256, 4096),
+    (2, 0.45, 512, 4096),
+    (1, 0.5, 512, 4096),
+    (2, 0.45, 1024, 4096),  # k <= 100's: the nbits-4 default
+]
 
 
 def peak_rss_mb() -> float:
@@ -69,9 +83,11 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def build_streaming(doc_ids: list[str | None], docs: list[torch.Tensor], nbits: int, seed: int = 0) -> PlaidIndex:
+def build_streaming(
+    doc_ids: list[str | None], docs: list[torch.Tensor], nbits: int, seed: int = 0, residual_quantizer: str = "pq"
+) -> PlaidIndex:
     """Trained on a seeded sample of whole documents, then added `CHUNK_DOCS` at a time: `Retriever`'s way."""
-    index = PlaidIndex(docs[0].shape[1], nbits=nbits, seed=seed)
+    index = PlaidIndex(docs[0].shape[1], nbits=nbits, seed=seed, residual_quantizer=residual_quantizer)
     index.add_in_chunks(doc_ids, docs, chunk_docs=CHUNK_DOCS)
     return index
 
@@ -167,8 +183,18 @@ def main() -> None:
     parser.add_argument("--model", default="minilm", help="encodes WORK/exact when it is missing")
     parser.add_argument("--nbits", type=int, nargs="+", default=[2, 4])
     parser.add_argument("--query-sets", nargs="+", default=["full", "short", "long"])
-    parser.add_argument("--sections", nargs="+", default=["speed"], choices=["speed", "curves", "fidelity", "sizes"])
+    parser.add_argument(
+        "--sections", nargs="+", default=["speed"], choices=["speed", "curves", "fidelity", "k10", "sizes"]
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="fidelity: codec seeds")
+    parser.add_argument(
+        "--residual-quantizers",
+        nargs="+",
+        default=["pq"],
+        choices=["pq", "scalar"],
+        help="fidelity: the codecs compared (scalar: ColBERTv2's buckets, the baseline)",
+    )
+    parser.add_argument("--paths", nargs="+", default=["one-shot", "streaming"], help="fidelity: build paths")
     parser.add_argument("--rungs", type=int, nargs="+", help="curves: which budgets of the ladder (0 = cheapest)")
     parser.add_argument("--sizes", type=float, nargs="+", default=[0.25, 0.5, 1.0], help="sizes: corpus fractions")
     parser.add_argument("--_build", nargs=4, help=argparse.SUPPRESS)
@@ -259,21 +285,40 @@ def main() -> None:
                               f"recall@10 {row['recall@10']:.3f}, {row['qps']:.0f} q/s", flush=True)  # fmt: skip
                     save()
     if "fidelity" in args.sections:
-        for nbits in args.nbits:
-            for path in ("one-shot", "streaming"):
-                for seed in args.seeds:
-                    if path == "one-shot":
-                        plaid = PlaidIndex(exact.index.dimension, nbits=nbits, seed=seed)
-                        plaid.add(doc_ids, docs)
-                    else:
-                        plaid = build_streaming(doc_ids, docs, nbits, seed)
-                    for qs in sets.values():
-                        for k in (10, 100):
-                            row = qs.measure(plaid, k)
-                            results[f"fidelity/{nbits}/{path}/{seed}/{qs.name}/{k}"] = row
-                            print(f"fidelity nbits={nbits} {path:<9} seed={seed} {qs.name:<5} k={k:<3}: "
-                                  f"{row['diff']:+.4f} NDCG@10, {row['qps']:.0f} q/s", flush=True)  # fmt: skip
-                    save()
+        for nbits, quantizer, path, seed in itertools.product(
+            args.nbits, args.residual_quantizers, args.paths, args.seeds
+        ):
+            if path == "one-shot":
+                plaid = PlaidIndex(exact.index.dimension, nbits=nbits, seed=seed, residual_quantizer=quantizer)
+                plaid.add(doc_ids, docs)
+            else:
+                plaid = build_streaming(doc_ids, docs, nbits, seed, quantizer)
+            for qs in sets.values():
+                for k in (10, 100):
+                    row = qs.measure(plaid, k)
+                    results[f"fidelity/{nbits}/{quantizer}/{path}/{seed}/{qs.name}/{k}"] = row
+                    print(f"fidelity nbits={nbits} {quantizer:<6} {path:<9} seed={seed} {qs.name:<5} k={k:<3}: "
+                          f"{row['diff']:+.4f} NDCG@10, {row['qps']:.0f} q/s", flush=True)  # fmt: skip
+            save()
+    if "k10" in args.sections:
+        from mbret.indexes.plaid import search as plaid_search
+
+        default_budgets = dict(plaid_search.FULL_SCORE_BUDGET)
+        for nbits, seed in itertools.product(args.nbits, args.seeds):
+            plaid = PlaidIndex(exact.index.dimension, nbits=nbits, seed=seed)
+            plaid.add(doc_ids, docs)
+            for probe, threshold, candidates, budget in K10_LADDER:
+                # k=10 reads the k <= 10 budget at nbits 2 and the k <= 100 one at nbits 4 (`budget_k`)
+                plaid_search.FULL_SCORE_BUDGET.update({10: budget, 100: budget})
+                params = PlaidSearchParams(probe, threshold, candidates)
+                for qs in sets.values():
+                    row = qs.measure(plaid, 10, params=params)
+                    results[f"k10/{nbits}/{seed}/{qs.name}/{(probe, threshold, candidates, budget)}"] = row
+                    print(f"k10 nbits={nbits} seed={seed} {qs.name:<5} ({probe}, {threshold}, {candidates}, "
+                          f"{budget}): {row['diff']:+.4f} NDCG@10, recall@10 {row['recall@10']:.3f}, "
+                          f"{row['qps']:.0f} q/s", flush=True)  # fmt: skip
+            plaid_search.FULL_SCORE_BUDGET.update(default_budgets)
+            save()
     if "sizes" in args.sections:
         print(f"build at {len(args.sizes)} corpus sizes (nbits=2, streaming {CHUNK_DOCS}-document chunks):")
         for fraction in args.sizes:
