@@ -130,7 +130,8 @@ def build_plaid_from_npy(embeddings_dir: str, fraction: float, nbits: int, out: 
         block = torch.from_numpy(read_rows(int(offsets[begin]), int(offsets[end])))  # float16, as stored
         index.add(doc_ids[begin:end], list(torch.split(block, doclens[begin:end].tolist())))
     fields = {"mode": "colbert", "model": manifest.model, "normalized": True, "max_length": manifest.max_length}
-    index.save(out, Manifest(kind="plaid", dimension=index.dimension, num_docs=0, index_type="plaid", **fields))
+    manifest = Manifest(kind="plaid", dimension=index.dimension, num_docs=0, index_type="plaid", **fields)
+    index.save(out, manifest, replace=True)  # a rerun rewrites the last run's index
     seconds = time.perf_counter() - start
     print(json.dumps({"docs": n_docs, "tokens": num_tokens, "build_s": seconds, "peak_rss_mb": peak_rss_mb()}))
 
