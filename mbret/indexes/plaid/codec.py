@@ -40,6 +40,12 @@ KMEANS_THREADS_ENV = "MBRET_KMEANS_THREADS"
 _BLAS_SETTING = threading.Lock()
 
 
+def check_quantizer(quantizer: str) -> None:
+    """Refuse a residual quantizer that is not one of `QUANTIZERS`, naming the parameter."""
+    if quantizer not in QUANTIZERS:
+        raise MbretError(f"residual_quantizer {quantizer!r}: choose one of {', '.join(QUANTIZERS)}")
+
+
 def kmeans_threads() -> int | None:
     """`$MBRET_KMEANS_THREADS` as a thread count, or None (keep the process's)."""
     value = os.environ.get(KMEANS_THREADS_ENV, "").strip()
@@ -136,8 +142,7 @@ class ResidualCodec:
 
         if nbits not in NBITS:
             raise MbretError(f"--nbits {nbits}: choose one of {', '.join(map(str, NBITS))}")
-        if quantizer not in QUANTIZERS:
-            raise MbretError(f"residual_quantizer {quantizer!r}: choose one of {', '.join(QUANTIZERS)}")
+        check_quantizer(quantizer)
         sample = sample.float().contiguous()
         num_centroids = min(num_centroids, len(sample))
         kmeans = faiss.Kmeans(

@@ -33,6 +33,7 @@ from mbret.indexes.plaid.codec import (
     QUANTIZERS,
     TRAIN_PER_CENTROID,
     ResidualCodec,
+    check_quantizer,
     default_num_centroids,
     sample_rows,
 )
@@ -78,8 +79,7 @@ class PlaidIndex(StableDocIds, Stored):
     ) -> None:
         if nbits not in NBITS:
             raise MbretError(f"--nbits {nbits}: choose one of {', '.join(map(str, NBITS))}")
-        if residual_quantizer not in QUANTIZERS:
-            raise MbretError(f"residual_quantizer {residual_quantizer!r}: choose one of {', '.join(QUANTIZERS)}")
+        check_quantizer(residual_quantizer)
         if dimension * nbits % 8:
             raise MbretError(f"dimension {dimension} × nbits {nbits} must be a whole number of bytes")
         self.dimension, self.nbits, self.seed, self.kmeans_niter = dimension, nbits, seed, kmeans_niter
