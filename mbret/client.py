@@ -19,8 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from mbret.errors import MbretError
-from mbret.indexes.store import Document
-from mbret.retrieval.retriever import Hit
+from mbret.types import Document, Hit
 
 
 class ServiceError(MbretError):

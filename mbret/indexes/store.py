@@ -39,7 +39,6 @@ import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +46,7 @@ import numpy as np
 
 from mbret.data.datasets import metadata_error
 from mbret.errors import IndexFormatError, MbretError
+from mbret.types import Document
 
 STORE_FILE = "documents.sqlite"
 BUSY_TIMEOUT_MS = 30_000  # how long a connection waits for another's lock (a writer's commit) before failing
@@ -69,16 +69,6 @@ CREATE TABLE deleted (pos INTEGER PRIMARY KEY);
 _VISIBLE = "added <= :gen AND (deleted IS NULL OR deleted > :gen)"
 _VISIBLE_POSITIONAL = "added <= ? AND (deleted IS NULL OR deleted > ?)"
 _JSON_TYPES = {"integer": "integer", "real": "number", "text": "string", "true": "boolean", "false": "boolean"}
-
-
-@dataclass(frozen=True)
-class Document:
-    """A stored document: title and text are None when the index keeps no text (`store_text=False`)."""
-
-    doc_id: str
-    title: str | None = None
-    text: str | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 def _connect(path: str | Path, read_only: bool = False) -> sqlite3.Connection:

@@ -37,23 +37,12 @@ from mbret.retrieval.backbone import model_identity
 from mbret.retrieval.colbert import ColBERTEncoder
 from mbret.retrieval.dense import DenseEncoder
 from mbret.retrieval.lexical import BM25_MODEL, TextEncoder
+from mbret.types import Hit
 
 MODES = ("dense", "colbert", "bm25")
 CHUNK_DOCS = 2048  # ColBERT documents encoded and indexed at a time: bounds peak memory
 DEFAULT_INDEX_TYPE = {"dense": "flat", "colbert": "plaid", "bm25": "bm25"}
 Encoder = DenseEncoder | ColBERTEncoder | TextEncoder
-
-
-@dataclass
-class Hit:
-    """One search result; title, text and metadata are filled by `search(..., return_documents=True)`
-    (title and text stay None for an index built with `store_text=False`)."""
-
-    doc_id: str
-    score: float
-    title: str | None = None
-    text: str | None = None
-    metadata: dict[str, Any] | None = None
 
 
 def fill_documents(hits: list[list[Hit]], index: Index) -> None:
