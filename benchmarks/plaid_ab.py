@@ -25,11 +25,15 @@ REPO = Path(__file__).resolve().parents[1]
 def measure(args: argparse.Namespace) -> dict:
     import torch
 
-    # the names older trees have too (mbret.eval.data and .query_sets are aliases of mbret.data's now)
-    from mbret.eval.data import load_dataset
     from mbret.eval.metrics import evaluate_run
-    from mbret.eval.query_sets import short_queries
     from mbret.indexes import PlaidIndex, load_index
+
+    try:
+        from mbret.data.datasets import load_dataset
+        from mbret.data.query_sets import short_queries
+    except ImportError:  # a baseline tree from before datasets moved down to mbret.data
+        from mbret.eval.data import load_dataset
+        from mbret.eval.query_sets import short_queries
 
     exact, _ = load_index(args.exact)
     dataset = load_dataset(args.data)

@@ -21,10 +21,6 @@ def paper_table() -> dict[str, Any]:
     return json.loads(PAPER_FILE.read_text(encoding="utf-8"))
 
 
-def paper_models() -> list[str]:
-    return list(paper_table()["models"])
-
-
 def guess_paper_model(model: str) -> str:
     """The row a model is compared with by default: large if its name says so, BERT for BERT, else base."""
     name = model.lower()

@@ -174,10 +174,6 @@ class DocumentStore:
         weakref.finalize(self, _drop_scratch, conn, name)
         return conn, name
 
-    @property
-    def has_changes(self) -> bool:
-        return self._pending is not None
-
     def clear_cache(self) -> None:
         """Forget the filters' matching positions kept since the last change (benchmarks time the SQL)."""
         self._cache.clear()
