@@ -43,8 +43,8 @@ MANIFEST = "manifest.json"
 class Manifest:
     """Everything needed to reload an index and to refuse a model it was not built with."""
 
-    kind: str  # "faiss" or "maxsim" (later: "plaid")
-    mode: str  # "dense" or "colbert"
+    kind: str  # which class loads it (mbret.indexes.INDEX_CLASSES): "faiss", "exact" (was "maxsim"), "plaid", "bm25"
+    mode: str  # "dense", "colbert" or "bm25"
     model: str
     dimension: int
     normalized: bool
