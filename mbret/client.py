@@ -1,12 +1,13 @@
 """A Python client for `mbret serve`: the same search, add, delete, get and info as on a directory.
 
-    from mbret.client import Client
-    client = Client("http://127.0.0.1:8000")
+    import mbret
+    client = mbret.Client("http://127.0.0.1:8000")
     hits = client.search("scifact", ["vitamin D and bone density"], k=5)
     client.add("scifact", [{"_id": "new", "title": "A title", "text": "Its text", "metadata": {"year": 2024}}])
 
-Standard library only (`urllib`), so a client machine needs nothing the service needs. A `Client` may be
-used by many threads at once: each call is one HTTP request on its own connection.
+Standard library only (`urllib`; `Hit` and `Document` come from `mbret.types`, which is too), so a client
+machine needs nothing the service needs and `import mbret.client` loads no torch, faiss or numpy. A
+`Client` may be used by many threads at once: each call is one HTTP request on its own connection.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from mbret.errors import MbretError
+from mbret.errors import MbretError, ParameterError
 from mbret.types import Document, Hit
 
 
@@ -35,7 +36,7 @@ class Client:
 
     def __init__(self, url: str, api_key: str | None = None, timeout: float = 300.0) -> None:
         if not url.startswith(("http://", "https://")):
-            raise MbretError(f"--url {url}: give the service's address, e.g. http://127.0.0.1:8000")
+            raise ParameterError("url", f"{url}: give the service's address, e.g. http://127.0.0.1:8000")
         self.url = url.rstrip("/")
         self.api_key = api_key
         self.timeout = timeout
