@@ -9,9 +9,28 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data"
+# The real datasets: ../shared/data beside the repo in CI and sessions; MBRET_SHARED_DATA points elsewhere.
+SHARED = Path(os.environ.get("MBRET_SHARED_DATA") or REPO.parent / "shared" / "data")
 SCIFACT = SHARED / "beir" / "scifact"
 SCIFACT_MINI = REPO / "examples" / "scifact-mini"
+
+
+def require_shared(path: Path) -> Path:
+    """`path` under the shared data, or the test fails with one line saying where it is expected (no
+    traceback: a missing copy of the data is a set-up fact, not a bug to debug)."""
+    if not path.is_dir():
+        pytest.fail(
+            f"shared/data/{path.relative_to(SHARED)} is missing: expected beside the repo at {path} "
+            "(MBRET_SHARED_DATA names another copy of shared/data)",
+            pytrace=False,
+        )
+    return path
+
+
+@pytest.fixture(scope="session")
+def scifact() -> Path:
+    """BEIR SciFact (5,183 documents, 300 test queries) from the shared data."""
+    return require_shared(SCIFACT)
 
 
 def free_port() -> int:
@@ -107,23 +126,38 @@ def _run_cli(*args: str | Path) -> None:
     assert code == 0, f"mbret {' '.join(map(str, args))} exited {code}"
 
 
+SCIFACT_SUITE_PATH = "../../../shared/data/beir/scifact"  # the dataset path the shipped suite file names
+
+
+def _suite_file(scifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """examples/suites/scifact.yaml as shipped, or (with MBRET_SHARED_DATA) a copy that reads `scifact`."""
+    if scifact.resolve() == (SCIFACT_SUITE.parent / SCIFACT_SUITE_PATH).resolve():
+        return SCIFACT_SUITE
+    text = SCIFACT_SUITE.read_text(encoding="utf-8")
+    assert f"path: {SCIFACT_SUITE_PATH}\n" in text, f"{SCIFACT_SUITE} no longer names {SCIFACT_SUITE_PATH}"
+    text = text.replace(f"path: {SCIFACT_SUITE_PATH}\n", f"path: {scifact}\n")
+    copy = tmp_path_factory.mktemp("suite-file") / SCIFACT_SUITE.name
+    copy.write_text(text, encoding="utf-8")
+    return copy
+
+
 @pytest.fixture(scope="session")
-def scifact_dense_suite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def scifact_dense_suite(scifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`mbret eval --suite examples/suites/scifact.yaml --model minilm` (dense), run once per session, index
     kept (the ColBERT checks compare with it on other query sets)."""
-    assert SCIFACT.is_dir(), f"{SCIFACT} is missing: CI and sessions have ../shared/data beside the repo"
     out = tmp_path_factory.mktemp("suite") / "dense"
-    _run_cli("eval", "--suite", SCIFACT_SUITE, "--model", "minilm", "--output", out, "--save-index")
+    suite = _suite_file(scifact, tmp_path_factory)
+    _run_cli("eval", "--suite", suite, "--model", "minilm", "--output", out, "--save-index")
     return out
 
 
 @pytest.fixture(scope="session")
-def scifact_colbert_suite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def scifact_colbert_suite(scifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same suite with the ColBERT head over MiniLM, exact MaxSim, index kept for the PLAID fidelity check."""
-    assert SCIFACT.is_dir(), f"{SCIFACT} is missing: CI and sessions have ../shared/data beside the repo"
     out = tmp_path_factory.mktemp("suite") / "colbert"
+    suite = _suite_file(scifact, tmp_path_factory)
     _run_cli(
-        "eval", "--suite", SCIFACT_SUITE, "--model", "minilm", "--mode", "colbert", "--index-type", "exact",
+        "eval", "--suite", suite, "--model", "minilm", "--mode", "colbert", "--index-type", "exact",
         "--output", out, "--save-index",
     )  # fmt: skip
     return out

@@ -15,7 +15,7 @@ from mbret.data.datasets import doc_text, load_corpus, load_dataset
 from mbret.eval.runner import evaluate
 from mbret.indexes import Bm25Index, load_index
 from mbret.retrieval import Retriever
-from tests.conftest import SCIFACT, SCIFACT_MINI
+from tests.conftest import SCIFACT_MINI
 
 # xhluca/bm25-benchmarks, README "NDCG@10", row "1.5 0.75 Lucene", column SF (BEIR SciFact test): 68.7, made by
 # its benchmark/on_bm25s.py (title + " " + text, stopwords "en", Snowball English stemmer), mbret's defaults.
@@ -42,9 +42,9 @@ def bm25s_top(corpus: dict, query: str, k: int, keep: set[str] | None = None) ->
     return ranked[:k]
 
 
-def test_scifact_ndcg_matches_the_published_bm25s_figure() -> None:
-    assert SCIFACT.is_dir(), f"{SCIFACT} is missing: CI and sessions have ../shared/data beside the repo"
-    result = evaluate(load_dataset(SCIFACT), mode="bm25", show_progress=False)
+@pytest.mark.slow
+def test_scifact_ndcg_matches_the_published_bm25s_figure(scifact: Path) -> None:
+    result = evaluate(load_dataset(scifact), mode="bm25", show_progress=False)
     assert result.mode == "bm25" and result.settings["index_params"]["method"] == "lucene"
     assert abs(result.metrics["ndcg@10"] - PUBLISHED_SCIFACT_NDCG10) <= 0.01, result.metrics
 

@@ -8,14 +8,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import REPO, SCIFACT
+import pytest
+
+from tests.conftest import REPO
 
 
-def test_gpu_check_dry_run_on_cpu(tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_gpu_check_dry_run_on_cpu(tmp_path: Path, scifact: Path) -> None:
     out = tmp_path / "out"
     done = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "gpu_check.py"), "--device", "cpu", "--quick"]
-        + ["--data", str(SCIFACT), "--out", str(out), "--work", str(tmp_path / "work")],
+        + ["--data", str(scifact), "--out", str(out), "--work", str(tmp_path / "work")],
         capture_output=True,
         text=True,
         timeout=600,

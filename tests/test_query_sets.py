@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from mbret.data.datasets import Dataset, load_beir_dir
 from mbret.data.query_sets import long_queries, pre_tokens, query_sets, short_queries, split_sentences
 
-from .conftest import REPO, SCIFACT
+from .conftest import REPO
 
 
 def _dataset() -> Dataset:
@@ -45,14 +48,15 @@ def test_long_queries_are_middle_sentences_of_their_own_document() -> None:
     assert long_queries(data, min_tokens=1000).queries == {}
 
 
-def test_scifact_sets_and_the_script(tmp_path) -> None:
-    scifact = load_beir_dir(SCIFACT)
-    sets = query_sets(scifact)
+@pytest.mark.slow
+def test_scifact_sets_and_the_script(tmp_path: Path, scifact: Path) -> None:
+    dataset = load_beir_dir(scifact)
+    sets = query_sets(dataset)
     assert [len(sets[n].queries) for n in ("full", "short", "long")] == [300, 300, 300]
     assert all(len(q.split()) <= 4 for q in sets["short"].queries.values())
     assert min(pre_tokens(q) for q in sets["long"].queries.values()) >= 64
     done = subprocess.run(
-        [sys.executable, "examples/make_query_sets.py", str(SCIFACT), str(tmp_path)],
+        [sys.executable, "examples/make_query_sets.py", str(scifact), str(tmp_path)],
         cwd=REPO, capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert "wrote 300 queries" in done.stdout

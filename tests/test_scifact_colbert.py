@@ -31,17 +31,15 @@ from mbret.eval.runner import evaluate
 from mbret.indexes import PlaidIndex
 from mbret.retrieval import Retriever
 
-from .conftest import SCIFACT
-
 TOLERANCE = {4: 0.005, 2: 0.01}
 
 
 @pytest.mark.slow
 def test_colbert_head_and_plaid_fidelity_on_three_query_sets(
-    scifact_colbert_suite: Path, scifact_dense_suite: Path, monkeypatch: pytest.MonkeyPatch
+    scifact: Path, scifact_colbert_suite: Path, scifact_dense_suite: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    scifact = load_dataset(SCIFACT)
-    sets = {**query_sets(scifact), "long": long_queries(scifact, num_queries=100)}
+    dataset = load_dataset(scifact)
+    sets = {**query_sets(dataset), "long": long_queries(dataset, num_queries=100)}
     exact = Retriever.load(scifact_colbert_suite / "scifact" / "index", device="cpu")
     encoded: dict[tuple[str, ...], list[torch.Tensor]] = {}
     encode = exact.encoder.encode_queries
