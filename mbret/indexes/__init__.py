@@ -86,8 +86,9 @@ def new_index(mode: str, index_type: str, dimension: int, params: dict[str, Any]
     return FaissIndex(dimension, index_type, params)
 
 
-def load_index(path: str | Path) -> tuple[Any, Manifest]:
-    """Load any mbret index directory by the kind its manifest names (`INDEX_CLASSES`)."""
+def load_index(path: str | Path) -> tuple[Index, Manifest]:
+    """Load any mbret index directory by the kind its manifest names (`INDEX_CLASSES`): the index, and the
+    manifest of the generation it holds (what to pass back to `index.save`)."""
     kind = read_manifest(path).kind
     if kind not in INDEX_CLASSES:
         raise IndexFormatError(f"{path}: unknown index kind {kind!r}")

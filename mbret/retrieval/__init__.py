@@ -2,12 +2,14 @@
 around it: reranking (`rerank`, `Reranker`) and hybrid fusion (`FusedRetriever`)."""
 
 from mbret.retrieval.backbone import build_tiny_modernbert, load_backbone, resolve_model_path
+from mbret.retrieval.colbert import ColBERTEncoder
 from mbret.retrieval.dense import DenseEncoder
 from mbret.retrieval.fusion import FusedRetriever
 from mbret.retrieval.rerank import Reranker, rerank
 from mbret.retrieval.retriever import Hit, Retriever
 
 __all__ = [
+    "ColBERTEncoder",
     "DenseEncoder",
     "FusedRetriever",
     "Hit",
