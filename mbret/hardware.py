@@ -31,7 +31,7 @@ def map_on_cores(fn: Callable[[T], R], items: Sequence[T], workers: int | None =
     """`fn` over `items` on `workers` threads (default: torch's thread count).
 
     For work made of many small tensor operations (a query's PLAID stages, a query's rescoring), which split
-    poorly across cores: an item per core ran 1.5x faster on 2 cores than torch's intra-op threads. Torch's
+    poorly across cores: an item per core beats torch's intra-op threads (docs/benchmarks.md). Torch's
     thread count is process-wide, so it is left alone (setting it to 1 meanwhile, as this once did, let two
     concurrent calls leave it at 1 for the whole process); the threads' own intra-op work costs PLAID a
     little and exact rescoring nothing (docs/benchmarks.md, "Concurrent writers and searchers"). Safe to
@@ -67,7 +67,7 @@ def cpu_threads(threads: int | None) -> Iterator[int]:
 def release_freed_memory() -> bool:
     """Hand memory that Python and torch have freed back to the OS (glibc's `malloc_trim`); False where
     there is no glibc. Encoding leaves freed activations scattered through the heap, and glibc keeps them:
-    trimming after each ColBERT chunk (with float16 chunks) took SciFact's `mbret index` peak 1.74 -> 1.40 GB."""
+    trimming after each ColBERT chunk (with float16 chunks) lowers `mbret index`'s peak (docs/benchmarks.md)."""
     trim = _malloc_trim()
     if trim is None:
         return False

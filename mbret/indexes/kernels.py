@@ -11,8 +11,8 @@ import torch
 
 def max_per_segment(values: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
     """(segments, lq) column-wise max of consecutive row segments of values (rows, lq) with the given row
-    counts; an empty segment gives 0. One scatter through an expanded (not copied) owner index: 2x faster on
-    CPU than `embedding_bag(mode="max")` and no padded copy."""
+    counts; an empty segment gives 0. One scatter through an expanded (not copied) owner index: faster on
+    CPU than `embedding_bag(mode="max")`, which has no fast CPU kernel, and no padded copy."""
     owner = torch.repeat_interleave(torch.arange(len(counts), device=values.device), counts)
     best = torch.zeros(len(counts), values.shape[1], device=values.device)
     return best.scatter_reduce_(0, owner[:, None].expand_as(values), values, "amax", include_self=False)

@@ -100,7 +100,7 @@ def maxsim_scores(queries: torch.Tensor, docs: torch.Tensor, doc_lengths: torch.
     nq, lq, d = queries.shape
     nd, ld, _ = docs.shape
     similarities = queries.reshape(nq * lq, d) @ docs.reshape(nd * ld, d).T
-    # exact for bfloat16 (a max commutes with widening), and its float32 max is 2x faster on CPU than its own
+    # exact for bfloat16 (a max commutes with widening), and the float32 max is faster on CPU than bf16's own
     best = similarities.float().view(nq * lq, nd, ld).amax(dim=2)
     scores = best.view(nq, lq, nd).sum(dim=1)
     scores[:, doc_lengths == 0] = 0.0
@@ -256,8 +256,8 @@ class ExactMaxSimIndex(StableDocIds, Stored):
         (a filter's `subset` gets its own plan over just its documents, not cached).
 
         Within windows of `SORT_WINDOW` documents (so reads stay local in a memory map) documents go
-        shortest first, so a chunk pads every document to nearly its own length: on SciFact padding
-        drops from 12-19% of the scored tokens to under 1%.
+        shortest first, so a chunk pads every document to nearly its own length and little padding is scored
+        (docs/benchmarks.md).
         """
         if subset is not None:
             counts = lengths.numpy()[subset]
@@ -317,11 +317,12 @@ class ExactMaxSimIndex(StableDocIds, Stored):
         """Top-k (doc id, MaxSim score) per query, best first, over all live documents (or those of `subset`).
 
         Scores `query_block` queries against `chunk_tokens` padded document tokens at a time. On CPU the
-        defaults (32 queries x 1,024 tokens: a 4 MiB block of similarities that stays in cache) ran 1.8x
-        faster on SciFact than 64 x 32,768; an accelerator takes 64 x 2^18 (2 GiB of fp32 similarities).
+        defaults are small (32 queries x 1,024 tokens: a 4 MiB block of similarities that stays in cache),
+        which beat larger blocks (docs/benchmarks.md); an accelerator takes 64 x 2^18 (2 GiB of fp32
+        similarities).
 
         `screen` (the default on a CPU with native bfloat16: AVX512-BF16 or AMX) scores every document in
-        bfloat16 first, whose matmul runs ~2x float32's there, and keeps for each query the documents that
+        bfloat16 first, whose matmul is faster than float32's there, and keeps for each query the documents that
         bfloat16's worst-case error (`SCREEN_ERROR`) leaves a chance of being in its top k; only those are
         rescored in float32. The hits and their float32 scores are those of a float32 pass.
         """
@@ -350,7 +351,7 @@ class ExactMaxSimIndex(StableDocIds, Stored):
             return tokens[rows].to(device, non_blocking=True).to(dtype)
 
         # queries shortest first, each block padded to its own longest: padding all to the longest query
-        # multiplied the work by longest / mean length (3x for SciFact's own, unexpanded queries)
+        # multiplied the work by longest / mean length, which is large for unexpanded queries
         query_order = sorted(range(len(queries)), key=lambda i: len(queries[i]))
         queries = [queries[i] for i in query_order]
         blocks = [
@@ -414,7 +415,7 @@ class ExactMaxSimIndex(StableDocIds, Stored):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Each query's screened candidates scored in float32: (nq, k) scores, -inf past a query's last
         candidate, and doc indices. Candidates are read in storage order as whole slices, unpadded, in pieces
-        of ~`RESCORE_TOKENS` (2-3x faster than gathering padded rows and widening them all at once). Queries
+        of ~`RESCORE_TOKENS` (faster than gathering padded rows and widening them all at once). Queries
         run on all cores, one each (`map_on_cores`): a query's small GEMMs split poorly across cores."""
         nq = len(queries)
         top_scores = torch.full((nq, k), float("-inf"))

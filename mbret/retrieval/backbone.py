@@ -87,8 +87,8 @@ def choose_dtype(device: str, dtype: str | None = None) -> torch.dtype:
     """bf16 on CUDA, fp32 on CPU; `dtype` ("float32", "bfloat16", "float16", "auto") overrides.
 
     fp32 stays the CPU default so results match sentence-transformers' and the published figures to the
-    last digit; on a CPU with native bf16 (AVX512-BF16 or AMX) `bfloat16` encodes 1.7-1.9x faster at the same
-    NDCG@10 (docs/benchmarks.md). A half precision the CPU lacks gets a warning: it runs far slower.
+    last digit; on a CPU with native bf16 (AVX512-BF16 or AMX) `bfloat16` encodes faster at the same NDCG@10
+    (docs/benchmarks.md has the figures). A half precision the CPU lacks gets a warning: it runs far slower.
     """
     if dtype and dtype != "auto":
         try:
@@ -98,8 +98,7 @@ def choose_dtype(device: str, dtype: str | None = None) -> torch.dtype:
         if device == "cpu" and chosen != torch.float32 and not cpu_has_native(chosen):
             warnings.warn(
                 f"--dtype {dtype}: this CPU has no native {str(chosen).removeprefix('torch.')} matrix multiply, "
-                "so encoding will be many times slower than float32 (a float16 matmul ran 67x slower on an "
-                "AVX512 CPU without it)",
+                "so encoding will be many times slower than float32",
                 MbretWarning,
                 stacklevel=2,
             )

@@ -316,8 +316,7 @@ class ColBERTEncoder:
 
         The tensors are views of one buffer sized by the token counts, and freed memory goes back to the OS
         every `TRIM_EVERY` batches: thousands of small per-document tensors scattered among freed
-        activations had kept glibc from returning them (SciFact, 1,024 documents: encoding peak +204 MB
-        -> +135 MB, same speed).
+        activations had kept glibc from returning them (docs/benchmarks.md: a lower peak at the same speed).
         """
         if batch_size <= 0:
             raise MbretError(f"--batch-size {batch_size}: must be a positive integer")

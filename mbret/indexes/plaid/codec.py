@@ -57,8 +57,8 @@ def kmeans_threads() -> int | None:
 
 
 def default_num_centroids(num_tokens: int) -> int:
-    """A power of two near 4·√tokens (ColBERT uses 16·√tokens; a quarter trains 4× faster at equal quality
-    for the corpora this runs on here), at least 16."""
+    """A power of two near 4·√tokens, at least 16. ColBERT uses 16·√tokens; a quarter trains faster at the
+    same quality on the corpora in docs/benchmarks.md."""
     return max(16, int(2 ** math.floor(math.log2(4 * math.sqrt(max(num_tokens, 1))))))
 
 
@@ -199,7 +199,7 @@ class ResidualCodec:
         if self.quantizer == "scalar":
             return pack_bits(torch.bucketize(residuals, self.cutoffs, right=True), self.nbits)
         if self.nbits == 8:  # one dimension per byte: a binary search among the sorted codewords' midpoints
-            # (FAISS's encoder has no fast path for 1-d sub-vectors: 30x slower here)
+            # (FAISS's encoder has no fast path for 1-d sub-vectors, so it is far slower)
             words = self.weights[:, :, 0].to(residuals.device).sort(dim=1)
             midpoints = (words.values[:, 1:] + words.values[:, :-1]) / 2
             nearest = torch.searchsorted(midpoints, residuals.float().T.contiguous())
@@ -237,13 +237,13 @@ class ResidualCodec:
         """(tokens, lq) inner products of each stored token's decoded residual with each query token,
         without decoding: a byte covers 8/nbits dimensions and takes one of 256 values, so the query's
         products with every (byte position, value) fit a small table, and a token's product is the sum of
-        its bytes' rows (one `embedding_bag`). 3x faster than decompressing and multiplying."""
+        its bytes' rows (one `embedding_bag`): faster than decompressing and multiplying."""
         per_byte, n_bytes, lq = 8 // self.nbits, packed.shape[1], len(query)
         table = torch.bmm(  # (positions, 256, per_byte) @ (positions, per_byte, lq)
             self._tables.view(n_bytes, 256, per_byte), query.T.reshape(n_bytes, per_byte, lq)
         ).reshape(n_bytes * 256, lq)
         out = torch.empty(len(packed), lq, device=query.device)
-        for start in range(0, len(packed), block):  # int32 rows: 3x faster than int64 here, both to build
+        for start in range(0, len(packed), block):  # int32 rows: faster than int64, both to build
             rows = packed[start : start + block].to(torch.int32).add_(self._shift)  # and for embedding_bag
             out[start : start + block] = torch.nn.functional.embedding_bag(rows, table, mode="sum")
         return out
@@ -254,7 +254,7 @@ def train_buckets(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """ColBERTv2's scalar buckets: cut-offs at the residual values' quantiles, shared by every dimension;
     each bucket decodes to the mean of the values that fall in it (Lloyd's condition: the least squared
-    error for these cut-offs; ColBERTv2 takes the bucket's middle quantile, ~2% more error at nbits 4)."""
+    error for these cut-offs; ColBERTv2 takes the bucket's middle quantile, which errs a little more)."""
     levels, dim = 1 << nbits, sample.shape[1]
     if sample.numel() > QUANTILE_SAMPLE:  # quantiles of a fixed, seeded subsample of residual values:
         # the same cut-offs to 3 decimals, without holding every residual or a permutation of them
@@ -287,7 +287,7 @@ def train_codebooks(
     pq.cp.seed = seed
     pq.cp.min_points_per_centroid = 1  # small samples are expected (tests, tiny corpora): no warning
     # FAISS finds nearest codewords without BLAS below `distance_compute_blas_threshold` rows (128,000 in
-    # 1.15), a path that on 2-4 dimensions ran 10x slower than BLAS here: train on the BLAS path
+    # 1.15), a path far slower than BLAS on 2-4 dimensions: train on the BLAS path
     with _BLAS_SETTING:  # a process-wide FAISS setting: one trainer changes and restores it at a time
         threshold = faiss.cvar.distance_compute_blas_threshold
         faiss.cvar.distance_compute_blas_threshold = 20

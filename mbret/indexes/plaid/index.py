@@ -53,8 +53,8 @@ from mbret.indexes.plaid.search import PlaidSearchParams, live_subset, search_on
 COMPRESS_TOKENS = 65536  # token vectors converted to float32 and compressed at a time by PlaidIndex.add
 # documents drawn for the k-means sample, as a multiple of the fewest that hold it; each gives a random share
 # of its tokens. Tokens of one document are alike, so a sample of whole documents covers the corpus worse
-# than the same number of tokens drawn at random: on SciFact, PLAID's recall@10 of exact MaxSim's top 10 at
-# nbits 4 was 0.936 with whole documents and 0.952 with 4x as many (docs/benchmarks.md)
+# than the same number of tokens drawn at random; spreading the sample over more documents brought PLAID's
+# recall of exact MaxSim's top 10 up to the one-shot build's (docs/benchmarks.md)
 SAMPLE_SPREAD = 4
 UNTRAINED_TOKENS = 1 << 24  # token vectors an untrained index holds for training (4 GiB at 128-d float16)
 
@@ -402,7 +402,7 @@ class PlaidIndex(StableDocIds, Stored):
 
         On CPU, queries are searched `workers` at a time (default: torch's thread count), each on one
         thread: a query's stages are many small tensor operations that split poorly across cores, so
-        query-level parallelism ran 1.5x faster on 2 cores than intra-op threads (`map_on_cores`). An
+        query-level parallelism beats intra-op threads (`map_on_cores`; docs/benchmarks.md). An
         accelerator takes the queries one by one. Every query of one call searches the same snapshot.
         """
         if isinstance(where, PlaidSearchParams):  # the older search(queries, k, params) call

@@ -135,7 +135,7 @@ def pruned_interaction(
             where = position.index_select(0, pair_docs.to(torch.int64).add_(chunk.doc_start))
             use = where > 0
             values = scores_t.index_select(0, torch.repeat_interleave(kept_ids, counts)[use])
-            #  (the (pairs, lq) index is an expanded view: 5x faster than building flat int64 targets)
+            #  (the (pairs, lq) index is an expanded view: faster than building flat int64 targets)
             target = where[use].to(torch.int64).sub_(1)
             best.scatter_reduce_(0, target[:, None].expand_as(values), values, "amax")
     finally:
@@ -150,7 +150,7 @@ def positions(num_docs: int, device: torch.device) -> torch.Tensor:
     """This thread's map from document number to 1 + its position among a query's candidates (0 for the
     others): int32, one per document, made once per thread and reset after each query in O(candidates), so
     stage 2 finds a pair's candidate with one gather. A binary search over the candidates instead (no map
-    at all) made stage 2 1.9x slower on SciFact (docs/benchmarks.md); the map costs 4 bytes per document
+    at all) made stage 2 slower (docs/benchmarks.md); the map costs 4 bytes per document
     per search thread, allocated when the thread first searches a larger index, not per query."""
     buffer = getattr(_scratch, "positions", None)
     if buffer is None or len(buffer) < num_docs or buffer.device != device:
