@@ -100,6 +100,10 @@ def evaluate(
     `where`/`params`/`ids` restrict the run to the documents a metadata condition and an id list select
     (`Retriever.search`); qrels are left as they are, so a judged document outside the filter counts as
     missed (recorded in the settings as `filter`).
+
+    A given `retriever` is left as it was: `batch_size` (and `search_params`) hold for this evaluation's
+    search only, as arguments of the call, never set on the retriever; so one retriever may be evaluated
+    with one setting after another, or from several threads at once.
     """
     from mbret.eval.metrics import parse_metric
 
@@ -126,17 +130,13 @@ def evaluate(
             pool_factor=pool_factor,
         )
         timings.update(retriever.timings)
-    retriever.batch_size = batch_size
     if search_params is not None:
         retriever.configure_search(search_params)
     qids = list(dataset.queries)
     extra = 1 if ignore_identical_ids else 0  # BEIR asks for one more hit when it drops identical ids
     texts = [dataset.queries[q] for q in qids]
     cut = retriever.count_cut_queries(texts)
-    if where is not None or ids is not None:
-        hits = retriever.search(texts, k=depth + extra, where=where, params=params, ids=ids)
-    else:
-        hits = retriever.search(texts, k=depth + extra)
+    hits = retriever.search(texts, k=depth + extra, where=where, params=params, ids=ids, batch_size=batch_size)
     timings["encode_queries_s"] = retriever.timings["encode_queries_s"]
     timings["search_s"] = retriever.timings["search_s"]
     run = {qid: {h.doc_id: h.score for h in row} for qid, row in zip(qids, hits)}

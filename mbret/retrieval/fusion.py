@@ -15,6 +15,7 @@ search. Ties are broken by doc id, so a fused ranking is deterministic.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -88,7 +89,8 @@ class FusedRetriever:
     fusion_depth: int = DEFAULT_DEPTH
     rrf_k: int = RRF_K
     paths: list[str] = field(default_factory=list)  # where each retriever's index was loaded from
-    timings: dict[str, float] = field(default_factory=dict)
+    # per-thread `timings`: threads may search one FusedRetriever at once, as one Retriever
+    _local: threading.local = field(default_factory=threading.local, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if len(self.retrievers) < 2:
@@ -122,6 +124,14 @@ class FusedRetriever:
                     f"--fuse {path}: holds other documents than {paths[0]} (e.g. {extra!r}); fuse indexes of one corpus"
                 )
         return cls(retrievers, fusion=fusion, alpha=alpha, fusion_depth=fusion_depth, paths=[str(p) for p in paths])
+
+    @property
+    def timings(self) -> dict[str, float]:
+        """Seconds of this thread's last search: `encode_queries_s` and `search_s` (fusing included)."""
+        timings: dict[str, float] | None = getattr(self._local, "timings", None)
+        if timings is None:
+            timings = self._local.timings = {}
+        return timings
 
     @property
     def name(self) -> str:
@@ -164,6 +174,7 @@ class FusedRetriever:
         params: Sequence[Any] = (),
         ids: Iterable[str] | None = None,
         return_documents: bool = False,
+        batch_size: int | None = None,
     ) -> list[list[Hit]]:
         """The fused top-k hits per query: every index searched `fusion_depth` deep (at least k) with the same
         filter, then fused. `return_documents` fills the hits from the first index's document store."""
@@ -175,7 +186,13 @@ class FusedRetriever:
         runs = []
         for retriever in self.retrievers:
             hits = retriever.search(
-                queries, k=max(k, self.fusion_depth), show_progress=show_progress, where=where, params=params, ids=ids
+                queries,
+                k=max(k, self.fusion_depth),
+                show_progress=show_progress,
+                where=where,
+                params=params,
+                ids=ids,
+                batch_size=batch_size,
             )
             runs.append([[(h.doc_id, h.score) for h in row] for row in hits])
             encode += retriever.timings.get("encode_queries_s", 0.0)

@@ -8,6 +8,7 @@ tokenizes the texts itself. Both sides share one protocol (`encode_corpus`, `enc
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -128,16 +129,34 @@ def load_encoder(
 
 @dataclass
 class Retriever:
-    """An encoder and the index of its corpus embeddings."""
+    """An encoder and the index of its corpus embeddings.
+
+    Threads: any number of threads may `search` (or `search_embeddings`) one Retriever at once, as `mbret
+    serve` does. A search changes nothing on the object: its settings (`k`, the filter, `search_params`,
+    `batch_size`) are arguments of the call, and `timings` are kept per thread. Writes (`add`, `delete`,
+    `recluster`, `refresh`, `save`) and changes to its attributes (`search_params`, `batch_size`) need one
+    writer and no searches at the time; searches may go on while the index alone is written, as its own
+    locks give each search one version whole.
+    """
 
     encoder: Encoder
     index: Index
     batch_size: int = 64
-    timings: dict[str, float] = field(default_factory=dict)
+    # per-thread state (`timings`), so threads searching one Retriever never write to a shared dict
+    _local: threading.local = field(default_factory=threading.local, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # ColBERT indexes score where the model runs: MaxSim on the GPU when the encoder is there
         self.index.to(self.encoder.device)
+
+    @property
+    def timings(self) -> dict[str, float]:
+        """Seconds this thread's calls took: `encode_corpus_s` and `index_build_s` summed over its builds and
+        adds, `encode_queries_s` and `search_s` of its last search. Each thread sees only its own."""
+        timings: dict[str, float] | None = getattr(self._local, "timings", None)
+        if timings is None:
+            timings = self._local.timings = {}
+        return timings
 
     @property
     def mode(self) -> str:
@@ -322,19 +341,23 @@ class Retriever:
         params: Sequence[Any] = (),
         ids: Iterable[str] | None = None,
         return_documents: bool = False,
+        batch_size: int | None = None,
     ) -> list[list[Hit]]:
         """Top-k hits per query, best first.
 
         A filter restricts the search to the documents whose metadata satisfies `where` (SQLite syntax over
         metadata fields, a `?` for each of `params`: `where="year >= ? AND venue = ?", params=[2020, "ACL"]`)
         and that are among `ids`; every index applies it inside its search and returns k hits whenever k
-        documents match. `return_documents` fills each hit's title, text and metadata from the store."""
+        documents match. `return_documents` fills each hit's title, text and metadata from the store.
+        `batch_size` is how many queries are encoded at a time in this call (the retriever's own if None)."""
         if ids is not None:
             ids = list(ids)
         if where is not None:  # refuse a bad condition before encoding anything
             self.index.documents.check_where(where, params)
         start = time.perf_counter()
-        embeddings = self.encoder.encode_queries(queries, batch_size=self.batch_size, show_progress=show_progress)
+        embeddings = self.encoder.encode_queries(
+            queries, batch_size=batch_size or self.batch_size, show_progress=show_progress
+        )
         self.timings["encode_queries_s"] = time.perf_counter() - start
         return self.search_embeddings(
             embeddings, k, where=where, params=params, ids=ids, return_documents=return_documents
