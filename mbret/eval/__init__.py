@@ -3,6 +3,9 @@
 - `metrics`: IR metrics through pytrec_eval (`evaluate_run`, `DEFAULT_METRICS`) and BEIR's identical-id policy;
 - `runner`: `evaluate`, one dataset encoded, indexed, searched and scored (`mbret eval`);
 - `suite`: a model scored on every dataset of a suite, next to the paper's numbers (`mbret eval --suite`);
+- `evaluation`: `mbret eval` as one call by names and paths (`run_evaluation`): a model, an index or several
+  fused, optionally reranked, or a suite;
+- `reranking`: `mbret rerank` as one call (`rerank_first_stage`): a run file or an index's hits rescored;
 - `registry`: the benchmark datasets and suites, with the conventions each is scored under;
 - `sources`: registry datasets fetched into a verified local cache and loaded from there;
 - `manifest`: what a result records to be rerun (versions, weights, device, settings);
