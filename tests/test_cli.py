@@ -16,7 +16,7 @@ from .conftest import write_beir
 
 def test_index_search_add_delete(tmp_path: Path, cli, tiny_model: str, small_beir: Path) -> None:
     out = tmp_path / "idx"
-    result = cli("index", small_beir / "corpus.jsonl", "--model", tiny_model, "--out", out, "--batch-size", "4")
+    result = cli("index", small_beir / "corpus.jsonl", "--model", tiny_model, "--output", out, "--batch-size", "4")
     assert result.code == 0, result.err
     assert "indexed 6 documents" in result.out
     manifest = json.loads((out / "manifest.json").read_text())
@@ -35,8 +35,8 @@ def test_index_search_add_delete(tmp_path: Path, cli, tiny_model: str, small_bei
 
     extra = tmp_path / "extra.jsonl"
     extra.write_text(json.dumps({"_id": "d7", "text": "a brand new document about tumor genes"}) + "\n")
-    assert cli("index", extra, "--out", out).code == 2  # exists: needs --add or --overwrite
-    result = cli("index", extra, "--out", out, "--add")
+    assert cli("index", extra, "--output", out).code == 2  # exists: needs --add or --overwrite
+    result = cli("index", extra, "--output", out, "--add")
     assert result.code == 0, result.err
     assert "7 in all" in result.out
     payload = json.loads(cli("search", out, "a brand new document about tumor genes", "--json").out)
@@ -51,17 +51,17 @@ def test_index_search_add_delete(tmp_path: Path, cli, tiny_model: str, small_bei
     result = cli("search", out, "x", "-k", "2")
     assert result.code == 0 and result.out.startswith("query: x")
 
-    result = cli("index", small_beir, "--model", tiny_model, "--out", out, "--overwrite", "--index-type", "hnsw")
+    result = cli("index", small_beir, "--model", tiny_model, "--output", out, "--overwrite", "--index-type", "hnsw")
     assert result.code == 0, result.err
     assert json.loads((out / "manifest.json").read_text())["index_type"] == "hnsw"
 
 
 def test_index_refuses_other_model(tmp_path: Path, cli, tiny_model: str, small_beir: Path) -> None:
     out = tmp_path / "idx"
-    assert cli("index", small_beir, "--model", tiny_model, "--out", out).code == 0
-    result = cli("index", small_beir / "corpus.jsonl", "--out", out, "--add", "--model", "minilm")
+    assert cli("index", small_beir, "--model", tiny_model, "--output", out).code == 0
+    result = cli("index", small_beir / "corpus.jsonl", "--output", out, "--add", "--model", "minilm")
     assert result.code == 2
-    assert "built with model" in result.err and "not 'minilm'" in result.err
+    assert result.err.startswith("error: --model: ") and "built with model" in result.err and "'minilm'" in result.err
     with pytest.raises(Exception, match="built with model"):
         Retriever.load(out, model="minilm")
 
@@ -70,7 +70,7 @@ def test_index_refuses_other_dimension(tmp_path: Path, cli, tiny_model: str, sma
     from mbret.retrieval.backbone import build_tiny_modernbert
 
     out = tmp_path / "idx"
-    assert cli("index", small_beir, "--model", tiny_model, "--out", out).code == 0
+    assert cli("index", small_beir, "--model", tiny_model, "--output", out).code == 0
     manifest = json.loads((out / "manifest.json").read_text())
     other = build_tiny_modernbert(tmp_path / "wide", hidden_size=96)
     manifest["model"] = str(other)  # same path name game: a model whose output is 96-d
@@ -100,7 +100,7 @@ def test_eval_writes_results_and_trec_run(tmp_path: Path, cli, tiny_model: str, 
 
 
 def test_eval_on_existing_index_gives_same_numbers(tmp_path: Path, cli, tiny_model: str, small_beir: Path) -> None:
-    assert cli("index", small_beir, "--model", tiny_model, "--out", tmp_path / "idx").code == 0
+    assert cli("index", small_beir, "--model", tiny_model, "--output", tmp_path / "idx").code == 0
     a = cli("eval", small_beir, "--index", tmp_path / "idx", "--output", tmp_path / "a")
     b = cli("eval", small_beir, "--model", tiny_model, "--output", tmp_path / "b")
     assert a.code == 0 and b.code == 0, a.err + b.err
@@ -132,7 +132,7 @@ def test_cli_errors_are_one_line(tmp_path: Path, cli, small_beir: Path) -> None:
         ("eval", small_beir, "--model", "tiny-modernbert", "--mode", "sparse"),
         ("eval", small_beir, "--model", "tiny-modernbert", "--metrics", "ndcg"),
         ("search", tmp_path / "nothing", "q"),
-        ("index", small_beir, "--out", tmp_path / "x"),
+        ("index", small_beir, "--output", tmp_path / "x"),
     ):
         result = cli(*args)
         assert result.code == 2, args
@@ -151,6 +151,6 @@ def test_overwrite_never_touches_a_directory_that_is_not_an_index(tmp_path: Path
     precious = tmp_path / "precious"
     precious.mkdir()
     (precious / "notes.txt").write_text("keep me")
-    result = cli("index", small_beir, "--model", "tiny-modernbert", "--out", precious, "--overwrite")
+    result = cli("index", small_beir, "--model", "tiny-modernbert", "--output", precious, "--overwrite")
     assert result.code == 2 and "is not an mbret index" in result.err
     assert (precious / "notes.txt").read_text() == "keep me"

@@ -68,24 +68,26 @@ def flag_name(command: Any, parameter: str) -> str:
     return parameter
 
 
-def _click_modules() -> list[Any]:
-    """The click modules in use: typer's own copy (typer >= 0.29 ships one) and plain click, when loaded.
-    A click that is not loaded raised nothing."""
-    return [sys.modules[name] for name in ("typer._click", "click") if name in sys.modules]
+def _click_classes(name: str) -> tuple[type[BaseException], ...]:
+    """Exception class `name` of every click in use: typer's own copy (typer >= 0.29 ships one, with Exit
+    and Abort in typer itself) and plain click, when loaded (a click that is not loaded raised nothing)."""
+    found = {getattr(typer, name, None)}
+    for module in ("typer._click", "click"):
+        if module in sys.modules:
+            found.add(getattr(sys.modules[module].exceptions, name, None))
+    return tuple(c for c in found if isinstance(c, type))
 
 
 def _click_error(exc: BaseException) -> int | None:
     """The exit code of a click exception (after showing it as click does), None for anything else."""
-    for click in _click_modules():
-        exceptions = click.exceptions
-        if isinstance(exc, exceptions.ClickException):  # UsageError (exit 2) and the rest show themselves
-            exc.show()
-            return int(exc.exit_code)
-        if isinstance(exc, exceptions.Exit):
-            return int(exc.exit_code)
-        if isinstance(exc, exceptions.Abort):
-            typer.echo("aborted", err=True)
-            return 1
+    if isinstance(exc, _click_classes("ClickException")):  # UsageError (exit 2) and the rest show themselves
+        exc.show()  # type: ignore[attr-defined]
+        return int(exc.exit_code)  # type: ignore[attr-defined]
+    if isinstance(exc, _click_classes("Exit")):
+        return int(exc.exit_code)  # type: ignore[attr-defined]
+    if isinstance(exc, _click_classes("Abort")):
+        typer.echo("aborted", err=True)
+        return 1
     return None
 
 
