@@ -72,7 +72,7 @@ def main() -> None:
                     f.write(json.dumps({**row, "_id": f"{row['_id']}#{c}"}) + "\n")
     index = [sys.executable, "-m", "mbret", "index", data, "--model", args.model, "--mode", args.mode]
 
-    wall, rss = run([*index, "--out", str(out / "p1"), "--report", str(out / "p1.json")], args.cores)
+    wall, rss = run([*index, "--output", str(out / "p1"), "--report", str(out / "p1.json")], args.cores)
     baseline = json.loads((out / "p1.json").read_text())["ranks"][0]
     build_s = baseline["encode_corpus_s"] + baseline["index_build_s"]
     results = {
@@ -84,7 +84,7 @@ def main() -> None:
         launcher += ["--master_addr", "127.0.0.1", "--master_port", str(free_port())]
         report = out / f"p{n}.json"
         wall_n, _ = run(
-            [*launcher, *index[1:], "--out", str(out / f"p{n}"), "--report", str(report)], max(1, args.cores // n)
+            [*launcher, *index[1:], "--output", str(out / f"p{n}"), "--report", str(report)], max(1, args.cores // n)
         )
         ranks = json.loads(report.read_text())["ranks"]
         serial = sum(ranks[0].get(p, 0.0) for p in SERIAL_PHASES)

@@ -21,7 +21,7 @@ for setting in query-expansion no-query-expansion; do
     echo "$setting: trained in $(($(date +%s) - start))s"
   fi
   [[ -f "$WORK/$setting-index/manifest.json" ]] || mbret index "$DATA" --model "$WORK/$setting/final" \
-    --mode colbert --index-type exact --out "$WORK/$setting-index"
+    --mode colbert --index-type exact --output "$WORK/$setting-index"
   for queries in "$DATA" "$WORK/sets/scifact-short" "$WORK/sets/scifact-long"; do
     name=$(basename "$queries")
     mbret eval "$queries" --index "$WORK/$setting-index" --metrics ndcg@10 --output "$WORK/eval-$setting-$name" \

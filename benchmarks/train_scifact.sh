@@ -19,13 +19,13 @@ stamp() { date +%s; }
 
 if [[ "$WHICH" != colbert ]]; then
   t0=$(stamp)
-  mbret mine "$DATA" --model minilm --out "$WORK/mined.jsonl" --num-negatives 8 --range-min 3 --range-max 50 \
+  mbret mine "$DATA" --model minilm --output "$WORK/mined.jsonl" --num-negatives 8 --range-min 3 --range-max 50 \
     --relative-margin 0.05 --cache "$WORK/mine-cache"
   t1=$(stamp)
   rm -rf "$WORK/dense"
   mbret train --mode dense --model minilm --data "$WORK/mined.jsonl" --output "$WORK/dense" --loss cmnrl \
     --num-negatives 1 --batch-size 16 --mini-batch-size 16 --lr 2e-5 --max-steps "$DENSE_STEPS" \
-    --max-length 256 --save-steps 100 --device cpu 2>&1 | tail -3
+    --document-length 256 --save-steps 100 --device cpu 2>&1 | tail -3
   t2=$(stamp)
   mbret eval "$DATA" --model "$WORK/dense/final" --output "$WORK/eval-dense-trained"
   if [[ "${SKIP_BASELINES:-0}" != 1 ]]; then mbret eval "$DATA" --model minilm --output "$WORK/eval-dense-start"; fi
@@ -33,10 +33,10 @@ if [[ "$WHICH" != colbert ]]; then
 fi
 
 if [[ "$WHICH" != dense ]]; then
-  [[ -f "$WORK/mined.jsonl" ]] || mbret mine "$DATA" --model minilm --out "$WORK/mined.jsonl" --num-negatives 8 \
+  [[ -f "$WORK/mined.jsonl" ]] || mbret mine "$DATA" --model minilm --output "$WORK/mined.jsonl" --num-negatives 8 \
     --range-min 3 --range-max 50 --relative-margin 0.05 --cache "$WORK/mine-cache"
   t0=$(stamp)
-  mbret score "$WORK/mined.jsonl" --teacher dense:minilm --out "$WORK/scored.jsonl"
+  mbret score "$WORK/mined.jsonl" --teacher dense:minilm --output "$WORK/scored.jsonl"
   t1=$(stamp)
   rm -rf "$WORK/colbert"
   mbret train --mode colbert --model minilm --data "$WORK/scored.jsonl" --output "$WORK/colbert" --loss kl \

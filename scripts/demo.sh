@@ -4,6 +4,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . .venv/bin/activate
-mbret index examples/scifact-mini --model minilm --out runs/scifact-mini --overwrite
+mbret index examples/scifact-mini --model minilm --output runs/scifact-mini --overwrite
 mbret search runs/scifact-mini "Vitamin D deficiency increases the risk of bone fractures" -k 5
 mbret eval examples/scifact-mini --index runs/scifact-mini --output runs/scifact-mini-eval
