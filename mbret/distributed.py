@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from mbret.errors import MbretError
+from mbret.errors import MbretError, ParameterError
 
 # how long a rank waits at a collective for the others: a build's phases (encoding a shard) run between
 # collectives, so this is the longest phase a rank may take longer than another
@@ -59,7 +59,9 @@ def join(device: str | None = None) -> World:
     if size <= 1:
         return World(device=device)
     if device is not None and "," in device:
-        raise MbretError("--device with several devices runs in one process; under torchrun each rank takes one")
+        raise ParameterError(
+            "device", f"{device}: several devices run in one process; in a job of several processes each takes one"
+        )
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = torch.cuda.is_available() and (device is None or device.startswith("cuda"))
     if use_cuda:

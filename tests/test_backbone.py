@@ -27,14 +27,14 @@ def test_dtype_choice() -> None:
     assert backbone.choose_dtype("cpu", "bfloat16") is torch.bfloat16
     assert backbone.choose_dtype("cuda", "float32") is torch.float32
     assert backbone.choose_dtype("cuda", "auto") is torch.bfloat16
-    with pytest.raises(MbretError, match="--dtype int3"):
+    with pytest.raises(MbretError, match="dtype: int3"):
         backbone.choose_dtype("cpu", "int3")
 
 
 def test_half_precision_the_cpu_lacks_warns(monkeypatch: pytest.MonkeyPatch) -> None:
     """bf16/fp16 without native CPU kernels is many times slower than fp32: say so, only then."""
     monkeypatch.setattr(backbone, "cpu_has_native", lambda dtype: False)
-    with pytest.warns(UserWarning, match="--dtype bfloat16: this CPU has no native"):
+    with pytest.warns(UserWarning, match="dtype bfloat16: this CPU has no native"):
         assert backbone.choose_dtype("cpu", "bfloat16") is torch.bfloat16
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -479,9 +479,9 @@ def test_query_expansion_is_recorded_and_overridable(tmp_path: Path, cli, tiny_m
 
 def test_cli_colbert_rejects_dense_index_types(cli, small_beir: Path) -> None:
     result = cli("eval", small_beir, "--model", "tiny-modernbert", "--mode", "colbert", "--index-type", "hnsw")
-    assert result.code == 2 and "--mode colbert takes plaid, exact" in result.err
+    assert result.code == 2 and "index_type: hnsw: mode colbert takes plaid, exact" in result.err
     result = cli("eval", small_beir, "--model", "tiny-modernbert", "--mode", "colbert", "--nbits", "3")
-    assert result.code == 2 and "--nbits 3" in result.err
+    assert result.code == 2 and "nbits: 3" in result.err
 
 
 def test_chunked_build_equals_one_shot(tiny_model: str, small_corpus: dict) -> None:

@@ -61,7 +61,7 @@ def test_max_length_truncates(tiny_model: str) -> None:
     text = "protein " * 50
     assert not np.allclose(short.encode([text]), long.encode([text]))
     np.testing.assert_allclose(short.encode([text]), short.encode([text + " virus " * 30]), atol=1e-6)
-    with pytest.raises(MbretError, match="--max-length 9000"):
+    with pytest.raises(MbretError, match="document_length: 9000"):
         DenseEncoder.load(tiny_model, device="cpu", max_length=9000)
 
 
@@ -70,7 +70,7 @@ def test_minilm_keeps_its_own_default_length(minilm: DenseEncoder) -> None:
 
 
 def test_bad_batch_size(tiny_model: str) -> None:
-    with pytest.raises(MbretError, match="--batch-size 0"):
+    with pytest.raises(MbretError, match="batch_size: 0"):
         DenseEncoder.load(tiny_model, device="cpu").encode(["x"], batch_size=0)
 
 

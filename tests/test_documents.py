@@ -294,7 +294,7 @@ def test_filtered_search_matches_brute_force_filter_then_rank(index_type: str) -
 )
 def test_bad_conditions_are_refused_before_anything_runs(where: str, params: list[Any], message: str) -> None:
     index, _ = _build("flat", 30)
-    with pytest.raises(MbretError, match=r"--where: .*" + __import__("re").escape(message)):
+    with pytest.raises(MbretError, match=r"where: .*" + __import__("re").escape(message)):
         index.search(_dense(1), 5, where=where, params=params)
 
 

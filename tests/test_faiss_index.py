@@ -93,7 +93,7 @@ def test_deleted_ids_can_come_back_with_a_new_internal_id(vectors: tuple[np.ndar
 
 
 def test_ivfpq_too_small_is_a_clear_error(vectors: tuple[np.ndarray, np.ndarray]) -> None:
-    with pytest.raises(MbretError, match="use --index-type flat"):
+    with pytest.raises(MbretError, match="use flat or hnsw"):
         FaissIndex(32, "ivfpq").add(["a", "b"], vectors[0][:2])
 
 

@@ -173,12 +173,12 @@ REFUSED = [  # (condition, params, what the message must say)
     (
         "year = 2020",
         [],
-        ["literal values are not allowed: '2020' at position 8", "parameters with `?`", "--param VALUE"],
+        ["literal values are not allowed: '2020' at position 8", "write `?`", "pass the value in params"],
     ),
-    ("year = '2020'", [], ["literal values are not allowed: \"'2020'\" at position 8", "--param VALUE"]),
+    ("year = '2020'", [], ["literal values are not allowed: \"'2020'\" at position 8", "pass the value in params"]),
     ("year = -1.5e3", [], ["literal values are not allowed: '-1.5e3' at position 8"]),
     ("year = x'07'", [], ["literal values are not allowed: \"x'07'\" at position 8"]),
-    ("open = TRUE", [], ["literal values are not allowed: 'TRUE' at position 8", "--param VALUE"]),
+    ("open = TRUE", [], ["literal values are not allowed: 'TRUE' at position 8", "pass the value in params"]),
     ("editor = NULL", [], ["'NULL' at position 10", "IS NULL"]),
     ("year = ?; DROP TABLE documents", [1], ["semicolons are not allowed: ';' at position 9"]),
     ("year = ? -- x", [1], ["comments are not allowed: '--' at position 10"]),
@@ -233,7 +233,7 @@ def test_refused_with_a_one_line_message(where: str, params: list[Any], message:
     with pytest.raises(MbretError) as caught:
         compile_where(where, params, FIELDS)
     text = str(caught.value)
-    assert text.startswith("--where: ") and "\n" not in text, text
+    assert text.startswith("where: ") and "\n" not in text, text
     for part in message:
         assert part in text, text
 
@@ -241,10 +241,10 @@ def test_refused_with_a_one_line_message(where: str, params: list[Any], message:
 def test_unknown_field_message_lists_the_known_fields_or_says_there_are_none() -> None:
     with pytest.raises(MbretError) as caught:
         compile_where("yeer = ?", [2020], ["year", "venue"])
-    assert str(caught.value) == "--where: unknown field 'yeer' at position 1; known fields: venue, year"
+    assert str(caught.value) == "where: unknown field 'yeer'' at position 1; known fields: venue, year"
     with pytest.raises(MbretError) as caught:
         compile_where("year = ?", [2020])
-    assert str(caught.value) == "--where: unknown field 'year' at position 1; the index has no metadata fields"
+    assert str(caught.value) == "where: unknown field 'year'' at position 1; the index has no metadata fields"
 
 
 @pytest.mark.parametrize(
@@ -274,7 +274,7 @@ def test_parse_param(text: str, expected: object) -> None:
 def test_parse_param_refuses_arrays_and_objects(text: str) -> None:
     with pytest.raises(MbretError) as caught:
         parse_param(text)
-    assert str(caught.value).startswith(f"--param {text}: use a string, number, boolean or null")
+    assert str(caught.value).startswith(f"params: {text}: use a string, number, boolean or null")
 
 
 def test_cli_params_select_the_same_rows_as_python_values(db: sqlite3.Connection) -> None:

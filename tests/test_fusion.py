@@ -38,9 +38,9 @@ def test_linear_by_hand() -> None:
     assert fused["d4"] == pytest.approx(0.7 * 0.5)
     three = dict(fuse_linear([a, b, [("d2", 3.0)]], k=10, alpha=0.5))
     assert three["d2"] == pytest.approx(0.5 * 0.5 + 0.25 * 1.0)  # the others share 1 - alpha; one hit -> 1
-    with pytest.raises(MbretError, match="--alpha 1.5"):
+    with pytest.raises(MbretError, match="alpha: 1.5"):
         fuse_linear([a, b], k=3, alpha=1.5)
-    with pytest.raises(MbretError, match="--fusion max"):
+    with pytest.raises(MbretError, match="fusion: max"):
         fuse([[a], [b]], 3, fusion="max")
 
 

@@ -138,6 +138,22 @@ def test_bad_requests_get_one_error_shape_and_change_nothing(served, method, pat
         assert http.post("/indexes/flat/search", json={"queries": ["still up"]}).status_code == 200
 
 
+def test_a_refused_filter_names_its_request_field(served) -> None:  # noqa: ANN001
+    """The library's ParameterError names the Python parameter; the service answers with the request field of
+    that name, and no CLI flag leaks into the message."""
+    with served() as http:
+        for body, field, start in (
+            ({"queries": ["x"], "where": "year = 2020"}, "where", "where: literal values are not allowed: '2020'"),
+            ({"queries": ["x"], "where": "yeer = ?", "params": [1]}, "where", "where: unknown field 'yeer'"),
+            ({"queries": ["x"], "params": [1]}, "params", "params: values for the ? of where"),
+        ):
+            response = http.post("/indexes/flat/search", json=body)
+            error = response.json()["error"]
+            assert response.status_code == 400 and error["code"] == "bad_filter", response.text
+            assert error["field"] == field and error["message"].startswith(start), error
+            assert "--" not in error["message"], error
+
+
 def test_malformed_bodies_at_every_endpoint_never_give_a_500(served) -> None:  # noqa: ANN001
     routes = [("POST", "/indexes/flat/search"), ("POST", "/indexes/plaid/search"), ("POST", "/indexes/flat/documents"),
               ("DELETE", "/indexes/plaid/documents"), ("GET", "/indexes/flat/documents/d1"), ("GET", "/indexes"),

@@ -47,7 +47,7 @@ def test_yaml_errors_name_file_and_line(tmp_path: Path) -> None:
     broken.write_text("lr: [1\nmode: dense\n", encoding="utf-8")
     with pytest.raises(InputError, match=r"broken\.yaml:\d+: not valid YAML"):
         resolve_config(None, broken, {})
-    with pytest.raises(MbretError, match="--loss kl-div"):
+    with pytest.raises(MbretError, match="loss: kl-div"):
         TrainConfig(mode="dense", loss="kl-div").validate(require_paths=False)
 
 
@@ -109,7 +109,7 @@ def test_bad_rows_name_file_and_row(tmp_path: Path) -> None:
 def test_distillation_without_scores_is_refused_before_loading_a_model(cli, tmp_path: Path) -> None:
     data = write_flag(tmp_path / "plain.jsonl", scores=False)
     result = cli("train", "--mode", "colbert", "--model", "no-such-model", "--data", data, "--output", tmp_path / "o")
-    assert result.code == 2 and "--loss kl distils teacher scores" in result.err
+    assert result.code == 2 and "loss: kl distils teacher scores" in result.err
     assert not (tmp_path / "o").exists()
 
 

@@ -10,7 +10,7 @@ import re
 
 import pytrec_eval
 
-from mbret.errors import MbretError
+from mbret.errors import ParameterError
 
 DEFAULT_METRICS = ("ndcg@10", "recall@100", "mrr@10")
 Run = dict[str, dict[str, float]]  # query id -> doc id -> score
@@ -28,7 +28,7 @@ _TREC_MEASURES = {
 def parse_metric(name: str) -> tuple[str, int]:
     match = re.fullmatch(r"\s*([a-zA-Z]+)@(\d+)\s*", name)
     if not match or match.group(1).lower() not in _TREC_MEASURES or int(match.group(2)) <= 0:
-        raise MbretError(f"--metrics {name!r}: use NAME@K with NAME one of ndcg, recall, precision, map, mrr")
+        raise ParameterError("metrics", f"{name!r}: use NAME@K with NAME one of ndcg, recall, precision, map, mrr")
     return match.group(1).lower(), int(match.group(2))
 
 

@@ -11,7 +11,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from mbret.errors import MbretError
+from mbret.errors import ParameterError
 
 PAPER_FILE = Path(__file__).resolve().parents[1] / "data" / "paper_table1.json"
 
@@ -33,7 +33,7 @@ def paper_value(paper_model: str, mode: str, key: str) -> float | None:
     """The paper's NDCG@10 (0-1) for a dataset or suite average, or None where the paper has none."""
     models = paper_table()["models"]
     if paper_model not in models:
-        raise MbretError(f"--paper-model {paper_model}: choose one of {', '.join(models)}")
+        raise ParameterError("paper_model", f"{paper_model}: choose one of {', '.join(models)}")
     value = models[paper_model].get(mode, {}).get(key)
     return None if value is None else round(value / 100, 4)
 

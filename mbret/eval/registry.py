@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mbret.errors import InputError, MbretError
+from mbret.errors import InputError, MbretError, ParameterError
 
 
 @dataclass(frozen=True)
@@ -241,7 +241,7 @@ def resolve_suite(name_or_path: str | Path) -> Suite:
     path = Path(text)
     if path.suffix in (".yaml", ".yml") or path.is_file():
         return read_suite_yaml(path)
-    raise MbretError(f"--suite {text}: choose one of {', '.join(SUITES)}, or give a suite YAML file")
+    raise ParameterError("suite", f"{text}: choose one of {', '.join(SUITES)}, or give a suite YAML file")
 
 
 _LOCAL_KEYS = {"name", "path", "split", "ignore_identical_ids", "join_title", "lengths", "registry"}
@@ -265,7 +265,7 @@ def read_suite_yaml(path: str | Path) -> Suite:
 
     path = Path(path)
     if not path.is_file():
-        raise MbretError(f"--suite {path}: file not found")
+        raise ParameterError("suite", f"{path}: file not found")
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:

@@ -30,7 +30,7 @@ def load_run(directory: str | Path) -> RunRows:
     directory = Path(directory)
     path = directory / "results.json"
     if not path.is_file():
-        raise MbretError(f"{directory}: no results.json (give directories written by `mbret eval --output`)")
+        raise MbretError(f"{directory}: no results.json (give the output directories of evaluations)")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as exc:

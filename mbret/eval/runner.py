@@ -10,7 +10,7 @@ from typing import Any
 
 import mbret
 from mbret.data.datasets import Dataset, doc_text
-from mbret.errors import MbretError
+from mbret.errors import MbretError, ParameterError
 from mbret.eval.manifest import library_versions, run_manifest
 from mbret.eval.metrics import DEFAULT_METRICS, drop_identical_ids, evaluate_run
 from mbret.indexes import PlaidSearchParams
@@ -199,7 +199,7 @@ def rerank_run(
     """Each query's top `depth` hits of a first-stage `run` (best first), rescored by `reranker` from the
     dataset's texts; hits below `depth` are dropped."""
     if depth <= 0:
-        raise MbretError(f"--depth {depth}: must be a positive integer")
+        raise ParameterError("depth", f"{depth}: must be a positive integer")
     qids = [q for q in run if run[q]]
     missing = next((d for q in qids for d, _ in run[q][:depth] if d not in dataset.corpus), None)
     if missing is not None:

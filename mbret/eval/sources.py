@@ -76,7 +76,7 @@ def _load_raw(spec: DatasetSpec, data_dir: str | Path | None, cache: str | Path 
             failures.append(str(exc))
         else:
             return _cache(dataset, spec, target, f"irds:{spec.irds}")
-    hint = f"; or put a BEIR directory at DATA_DIR/{spec.name} and pass --data-dir DATA_DIR"
+    hint = f"; or put a BEIR directory at DATA_DIR/{spec.name} and pass it as data_dir"
     raise MbretError(f"{spec.name}: no source could be loaded ({' | '.join(failures) or 'none registered'}){hint}")
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mbret.errors import MbretError
+from mbret.errors import ParameterError
 from mbret.eval.manifest import run_manifest
 from mbret.eval.metrics import DEFAULT_METRICS
 from mbret.eval.paper import citation, guess_paper_model, paper_value
@@ -335,5 +335,5 @@ def _fmt(value: float | None) -> str:
 
 def check_output(output: Path | None) -> Path:
     if output is None:
-        raise MbretError("--suite needs --output DIR (one results directory per dataset goes under it)")
+        raise ParameterError("output", "required with a suite (one results directory per dataset goes under it)")
     return output

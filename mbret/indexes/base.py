@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 import mbret
-from mbret.errors import IndexFormatError, MbretError, StaleIndexError
+from mbret.errors import IndexFormatError, MbretError, ParameterError, StaleIndexError
 from mbret.indexes.store import Document, DocumentStore
 from mbret.io import atomic_new_dir, index_lock, restore_interrupted_swap, write_json_atomic
 
@@ -112,8 +112,8 @@ def check_compatible(
 ) -> None:
     """Refuse to pair an index with a model or dimension it was not built with."""
     if model is not None and model != manifest.model:
-        raise MbretError(
-            f"{where}: built with model {manifest.model!r}, not {model!r}; re-index or pass the same --model"
+        raise ParameterError(
+            "model", f"{model!r}: {where} was built with model {manifest.model!r}; re-index or use the same model"
         )
     if dimension is not None and dimension != manifest.dimension:
         raise MbretError(f"{where}: holds {manifest.dimension}-d vectors but the model gives {dimension}-d")
@@ -283,7 +283,7 @@ def save_generation(
     with index_lock(path):
         is_index = (path / MANIFEST).is_file()
         if path.exists() and not is_index and any(path.iterdir()):
-            raise MbretError(f"{path}: exists and is not an mbret index; choose another --out")
+            raise MbretError(f"{path}: exists and is not an mbret index; choose another directory")
         previous = read_manifest(path) if is_index else None
         same = previous is not None and origin is not None and origin.index_id == stored_id(previous, path)
         if same and origin.generation != previous.generation:
@@ -294,8 +294,7 @@ def save_generation(
             )
         if previous is not None and not same and not replace:
             raise MbretError(
-                f"{path}: holds another index; save to a new directory, or pass replace=True "
-                "(mbret index --overwrite) to replace it"
+                f"{path}: holds another index; save to a new directory, or pass replace=True to replace it"
             )
         manifest.index_id = (previous.index_id if same else None) or uuid.uuid4().hex
         manifest.generation = previous.generation + 1 if previous is not None else 1
@@ -404,7 +403,7 @@ class StableDocIds:
         are among `ids`; None when neither is given (no filter)."""
         if where is None and ids is None:
             if params:
-                raise MbretError("--param given without --where")
+                raise ParameterError("params", "values for the ? of where, given without where")
             return None
         subset = self.documents.select(where, params) if where is not None else None
         if ids is not None:

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from mbret.errors import IndexFormatError, MbretError
+from mbret.errors import IndexFormatError, MbretError, ParameterError
 from mbret.indexes.base import Manifest, ReadWriteLock, StableDocIds, Stored, origin_of, read_manifest
 from mbret.io import atomic_file, load_npy, save_npy
 
@@ -46,29 +46,30 @@ def check_params(params: dict[str, Any]) -> dict[str, Any]:
     """BM25's settings, defaults filled in; an unknown or bad one is a one-line error naming it."""
     unknown = sorted(set(params) - set(DEFAULT_PARAMS))
     if unknown:
-        raise MbretError(f"--index-param {unknown[0]}: bm25 takes {', '.join(DEFAULT_PARAMS)}")
+        raise ParameterError("index_params", f"{unknown[0]}: bm25 takes {', '.join(DEFAULT_PARAMS)}")
     merged = {**DEFAULT_PARAMS, **params}
     if merged["method"] not in METHODS:
-        raise MbretError(f"--index-param method={merged['method']}: choose one of {', '.join(METHODS)}")
+        raise ParameterError("index_params", f"method={merged['method']}: choose one of {', '.join(METHODS)}")
     for name in ("k1", "b", "delta"):
         value = merged[name]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise MbretError(f"--index-param {name}={value}: expected a number >= 0")
+            raise ParameterError("index_params", f"{name}={value}: expected a number >= 0")
         merged[name] = float(value)
     if merged["b"] > 1:
-        raise MbretError(f"--index-param b={merged['b']}: expected a number in [0, 1]")
+        raise ParameterError("index_params", f"b={merged['b']}: expected a number in [0, 1]")
     if merged["stemmer"] != "none":
         import Stemmer
 
         if merged["stemmer"] not in Stemmer.algorithms():
-            raise MbretError(
-                f"--index-param stemmer={merged['stemmer']}: choose none or one of {', '.join(Stemmer.algorithms())}"
+            raise ParameterError(
+                "index_params", f"stemmer={merged['stemmer']}: choose none or one of {', '.join(Stemmer.algorithms())}"
             )
     if merged["stopwords"] != "none":
         try:
             tokenize_with(["probe"], merged)
         except (ValueError, KeyError, TypeError):
-            raise MbretError(f"--index-param stopwords={merged['stopwords']}: not a bm25s stopword list") from None
+            stopwords = merged["stopwords"]
+            raise ParameterError("index_params", f"stopwords={stopwords}: not a bm25s stopword list") from None
     return merged
 
 
@@ -136,7 +137,7 @@ class Bm25Index(StableDocIds, Stored):
             self._scorer = None
 
     def add_parts(self, directories: Sequence[str | Path]) -> None:
-        raise MbretError("--mode bm25 builds in one process: run mbret index without torchrun")
+        raise MbretError("a bm25 index builds in one process, not from parts written by several")
 
     def delete(self, doc_ids: Sequence[str]) -> int:
         with self._exclusive():

@@ -23,7 +23,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from mbret.errors import IndexFormatError, MbretError
+from mbret.errors import IndexFormatError, MbretError, ParameterError
 from mbret.indexes.base import (
     Manifest,
     ReadWriteLock,
@@ -51,7 +51,7 @@ def default_params(index_type: str, dimension: int, num_docs: int) -> dict[str, 
         m = next(m for m in (dimension // 4, dimension // 2, dimension, 1) if m and dimension % m == 0)
         nbits = 8 if num_docs >= 1024 else max(4, min(8, int(math.log2(max(num_docs, 2) / 4))))
         return {"nlist": nlist, "m": m, "nbits": nbits, "nprobe": min(nlist, 16)}
-    raise MbretError(f"--index-type {index_type}: choose one of {', '.join(INDEX_TYPES)}")
+    raise ParameterError("index_type", f"{index_type}: choose one of {', '.join(INDEX_TYPES)}")
 
 
 class FaissIndex(StableDocIds, Stored):
@@ -59,7 +59,7 @@ class FaissIndex(StableDocIds, Stored):
 
     def __init__(self, dimension: int, index_type: str = "flat", params: dict[str, Any] | None = None) -> None:
         if index_type not in INDEX_TYPES:
-            raise MbretError(f"--index-type {index_type}: choose one of {', '.join(INDEX_TYPES)}")
+            raise ParameterError("index_type", f"{index_type}: choose one of {', '.join(INDEX_TYPES)}")
         self.dimension = dimension
         self.index_type = index_type
         self.params: dict[str, Any] = dict(params or {})
@@ -110,9 +110,10 @@ class FaissIndex(StableDocIds, Stored):
         if not self.index.is_trained:
             needed = 2 ** int(self.params["nbits"])
             if len(embeddings) < max(needed, int(self.params["nlist"])):
-                raise MbretError(
+                raise ParameterError(
+                    "index_type",
                     f"ivfpq needs at least {max(needed, int(self.params['nlist']))} documents to "
-                    f"train on, got {len(embeddings)}; use --index-type flat or hnsw"
+                    f"train on, got {len(embeddings)}; use flat or hnsw",
                 )
             self.index.train(embeddings)
         start = len(self.doc_ids)

@@ -48,12 +48,11 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from mbret.errors import MbretError
+from mbret.errors import MbretError, ParameterError
 
 __all__ = ["Filter", "compile_where", "field_sql", "parse_param"]
 
-_PREFIX = "--where: "
-_VALUE_HINT = "pass values as parameters with `?` (CLI: `--param VALUE`)"
+_VALUE_HINT = "write `?` and pass the value in params"
 _OPERATOR_HINT = "use =, !=, <, <=, >, >=, [NOT] IN, [NOT] LIKE, [NOT] BETWEEN, IS [NOT] NULL, AND, OR, NOT"
 _MAX_DEPTH = 100
 _INT64 = (-(2**63), 2**63 - 1)
@@ -98,8 +97,8 @@ class _Token:
     value: str = ""  # "name": the field name; "op": the normalised comparison operator
 
 
-def _fail(message: str) -> MbretError:
-    return MbretError(_PREFIX + message)
+def _fail(message: str) -> ParameterError:
+    return ParameterError("where", message)
 
 
 def _show(text: str, limit: int = 40) -> str:
@@ -430,7 +429,7 @@ def compile_where(where: str, params: Sequence[object] = (), fields: Iterable[st
     known = frozenset(fields)
     tokens = _tokenize(where or "", known)
     if tokens[0].kind == "end":
-        raise _fail("empty condition; write e.g. `year >= ?` and pass the value with `--param 2020`")
+        raise _fail("empty condition; write e.g. `year >= ?` and pass the value (2020) in params")
     parser = _Parser(tokens, known)
     sql = parser.condition()
     tok = parser.tok
@@ -459,8 +458,9 @@ def parse_param(text: str) -> object:
     except ValueError:
         return text
     if isinstance(value, (list, dict)):
-        raise MbretError(
-            f"--param {text}: use a string, number, boolean or null "
-            f"(to pass this text as a string, write it as a JSON string: {json.dumps(text)})"
+        raise ParameterError(
+            "params",
+            f"{text}: use a string, number, boolean or null "
+            f"(to pass this text as a string, write it as a JSON string: {json.dumps(text)})",
         )
     return value

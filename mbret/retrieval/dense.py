@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mbret.errors import MbretError
+from mbret.errors import ParameterError
 from mbret.retrieval.backbone import (
     EncodePool,
     check_max_length,
@@ -49,7 +49,7 @@ def _load_sentence_transformer(model: str, device: str, dtype: str | None) -> An
             return SentenceTransformer(path, device=device, model_kwargs=kwargs)
     except (OSError, ValueError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-        raise MbretError(f"--model {model}: could not load the model ({first})") from None
+        raise ParameterError("model", f"{model}: could not load the model ({first})") from None
 
 
 def token_budget_batches(lengths: np.ndarray, batch_size: int, max_tokens: int) -> Iterator[np.ndarray]:
@@ -192,7 +192,7 @@ class DenseEncoder:
         CPU, where activations that fit in cache beat big batches; 65536 on GPU); a longer text goes alone.
         """
         if batch_size <= 0:
-            raise MbretError(f"--batch-size {batch_size}: must be a positive integer")
+            raise ParameterError("batch_size", f"{batch_size}: must be a positive integer")
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
         if not texts:
             return out

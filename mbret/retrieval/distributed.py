@@ -199,7 +199,7 @@ def build_sharded(
             if build.get("settings") != settings:
                 raise MbretError(
                     f"{stage}: the staging area holds a build with other settings (corpus, model, index or "
-                    "base generation); rerun without --resume to start over"
+                    "base generation); rerun without resume to start over"
                 )
             return build
         if stage.exists():

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mbret.errors import MbretError
+from mbret.errors import MbretError, ParameterError
 from mbret.indexes import PlaidIndex, PlaidSearchParams
 from mbret.retrieval.retriever import Hit, Retriever, fill_documents
 
@@ -50,7 +50,7 @@ def fuse_linear(rankings: Sequence[Ranking], k: int, alpha: float = 0.5) -> Rank
     """One query's rankings fused by a weighted sum of min-max normalised scores: `alpha` for the first,
     1 - alpha shared by the others. A ranking whose scores are all equal normalises them to 1."""
     if not 0.0 <= alpha <= 1.0:
-        raise MbretError(f"--alpha {alpha}: must be between 0 and 1")
+        raise ParameterError("alpha", f"{alpha}: must be between 0 and 1")
     others = len(rankings) - 1
     weights = [alpha] + [(1.0 - alpha) / others] * others if others else [1.0]
     scores: dict[str, float] = {}
@@ -70,7 +70,7 @@ def fuse(
 ) -> list[Ranking]:
     """Per query, the fused top k of several runs (one list of rankings per index, queries in the same order)."""
     if fusion not in FUSIONS:
-        raise MbretError(f"--fusion {fusion}: choose one of {', '.join(FUSIONS)}")
+        raise ParameterError("fusion", f"{fusion}: choose one of {', '.join(FUSIONS)}")
     if len({len(run) for run in runs}) > 1:
         raise MbretError("fuse(): every run needs one ranking per query")
     per_query = list(zip(*runs))
@@ -94,13 +94,13 @@ class FusedRetriever:
 
     def __post_init__(self) -> None:
         if len(self.retrievers) < 2:
-            raise MbretError("--fuse takes two or more index directories, comma-separated")
+            raise ParameterError("retrievers", "fusion takes two or more indexes")
         if self.fusion not in FUSIONS:
-            raise MbretError(f"--fusion {self.fusion}: choose one of {', '.join(FUSIONS)}")
+            raise ParameterError("fusion", f"{self.fusion}: choose one of {', '.join(FUSIONS)}")
         if not 0.0 <= self.alpha <= 1.0:
-            raise MbretError(f"--alpha {self.alpha}: must be between 0 and 1")
+            raise ParameterError("alpha", f"{self.alpha}: must be between 0 and 1")
         if self.fusion_depth <= 0:
-            raise MbretError(f"--fusion-depth {self.fusion_depth}: must be a positive integer")
+            raise ParameterError("fusion_depth", f"{self.fusion_depth}: must be a positive integer")
 
     @classmethod
     def load(
@@ -114,14 +114,17 @@ class FusedRetriever:
         batch_size: int = 64,
     ) -> FusedRetriever:
         """Load each index with its own model; refuses indexes that do not hold the same documents."""
+        if len(paths) < 2:
+            raise ParameterError("paths", "fusion takes two or more index directories")
         retrievers = [Retriever.load(p, device=device, dtype=dtype, batch_size=batch_size) for p in paths]
         first = {d for d in retrievers[0].index.doc_ids if d is not None}
         for path, retriever in zip(paths[1:], retrievers[1:]):
             ids = {d for d in retriever.index.doc_ids if d is not None}
             if ids != first:
                 extra = next(iter(ids - first), None) or next(iter(first - ids))
-                raise MbretError(
-                    f"--fuse {path}: holds other documents than {paths[0]} (e.g. {extra!r}); fuse indexes of one corpus"
+                raise ParameterError(
+                    "paths",
+                    f"{path}: holds other documents than {paths[0]} (e.g. {extra!r}); fuse indexes of one corpus",
                 )
         return cls(retrievers, fusion=fusion, alpha=alpha, fusion_depth=fusion_depth, paths=[str(p) for p in paths])
 

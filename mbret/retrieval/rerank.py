@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mbret.errors import MbretError
+from mbret.errors import MbretError, ParameterError
 from mbret.retrieval.backbone import choose_device, model_kwargs, resolve_model_path
 from mbret.retrieval.colbert import ColBERTEncoder
 from mbret.retrieval.dense import DenseEncoder
@@ -57,9 +57,9 @@ class Reranker:
         max_length: int | None = None,
     ) -> Reranker:
         if mode not in RERANK_MODES:
-            raise MbretError(f"--mode {mode}: a reranker is one of {', '.join(RERANK_MODES)}")
+            raise ParameterError("mode", f"{mode}: a reranker is one of {', '.join(RERANK_MODES)}")
         if batch_size <= 0:
-            raise MbretError(f"--batch-size {batch_size}: must be a positive integer")
+            raise ParameterError("batch_size", f"{batch_size}: must be a positive integer")
         if mode == "cross-encoder":
             from sentence_transformers import CrossEncoder
 
@@ -73,7 +73,7 @@ class Reranker:
                 )
             except (OSError, ValueError) as exc:
                 first = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-                raise MbretError(f"--model {model}: could not load a cross-encoder ({first})") from None
+                raise ParameterError("model", f"{model}: could not load a cross-encoder ({first})") from None
             return cls(mode, model, cross_encoder=cross, batch_size=batch_size)
         encoder = load_encoder(model, mode, device=device, dtype=dtype, max_length=max_length)
         assert isinstance(encoder, (DenseEncoder, ColBERTEncoder))

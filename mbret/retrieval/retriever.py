@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from mbret.data.datasets import Corpus, doc_text
-from mbret.errors import MbretError
+from mbret.errors import MbretError, ParameterError
 from mbret.hardware import release_freed_memory
 from mbret.indexes import (
     INDEX_CLASSES,
@@ -57,10 +57,10 @@ def fill_documents(hits: list[list[Hit]], index: Index) -> None:
 def check_mode(mode: str, index_type: str | None = None) -> str:
     """Validate a mode and index type pair; returns the index type (the mode's default if None)."""
     if mode not in MODES:
-        raise MbretError(f"--mode {mode}: choose one of {', '.join(MODES)}")
+        raise ParameterError("mode", f"{mode}: choose one of {', '.join(MODES)}")
     index_type = index_type or DEFAULT_INDEX_TYPE[mode]
     if index_type not in INDEX_TYPES_BY_MODE[mode]:
-        raise MbretError(f"--index-type {index_type}: --mode {mode} takes {', '.join(INDEX_TYPES_BY_MODE[mode])}")
+        raise ParameterError("index_type", f"{index_type}: mode {mode} takes {', '.join(INDEX_TYPES_BY_MODE[mode])}")
     return index_type
 
 
@@ -68,9 +68,9 @@ def check_new_out(out: Path, overwrite: bool = False) -> None:
     """Refuse to build a new index into `out` when it holds something else, or an index and not `overwrite`."""
     if out.exists() and any(out.iterdir()):
         if not (out / "manifest.json").is_file():
-            raise MbretError(f"{out}: exists and is not an mbret index; choose another --out")
+            raise ParameterError("output", f"{out}: exists and is not an mbret index; choose another directory")
         if not overwrite:
-            raise MbretError(f"{out}: already exists; pass --add to add documents or --overwrite to replace it")
+            raise ParameterError("output", f"{out}: already exists; add documents to it, or overwrite to replace it")
 
 
 def load_encoder(
@@ -92,17 +92,23 @@ def load_encoder(
     check_mode(mode)
     if mode == "bm25":
         if model not in (None, BM25_MODEL):
-            raise MbretError(f"--model {model}: --mode bm25 takes no model (it scores the texts' words)")
-        if query_prompt or document_prompt or query_expansion is not None or pool_factor not in (None, 1):
-            raise MbretError(
-                "--query-prompt/--document-prompt/--query-expansion/--pool-factor do not apply to --mode bm25"
-            )
+            raise ParameterError("model", f"{model}: mode bm25 takes no model (it scores the texts' words)")
+        given = {
+            "query_prompt": bool(query_prompt),
+            "document_prompt": bool(document_prompt),
+            "query_expansion": query_expansion is not None,
+            "pool_factor": pool_factor not in (None, 1),
+        }
+        for name, is_given in given.items():
+            if is_given:
+                raise ParameterError(name, "does not apply to mode bm25")
         return TextEncoder()
     if model is None:
-        raise MbretError("--model is required to build a new index (e.g. --model minilm)")
+        raise ParameterError("model", "required to build a new index (e.g. minilm)")
     if mode == "colbert":
         if query_prompt or document_prompt:
-            raise MbretError("--query-prompt/--document-prompt apply to --mode dense; ColBERT uses its own markers")
+            name = "query_prompt" if query_prompt else "document_prompt"
+            raise ParameterError(name, "applies to mode dense; ColBERT uses its own markers")
         return ColBERTEncoder.load(
             model,
             device=device,
@@ -114,9 +120,9 @@ def load_encoder(
             pool_factor=pool_factor,
         )
     if query_expansion is not None:
-        raise MbretError("--query-expansion/--no-query-expansion apply to --mode colbert")
+        raise ParameterError("query_expansion", "applies to mode colbert")
     if pool_factor not in (None, 1):
-        raise MbretError("--pool-factor applies to --mode colbert (documents' token vectors)")
+        raise ParameterError("pool_factor", "applies to mode colbert (documents' token vectors)")
     return DenseEncoder.load(
         model,
         device=device,
@@ -299,7 +305,7 @@ class Retriever:
     def recluster(self) -> None:
         """Retrain a PLAID index's centroids on its own vectors (see `PlaidIndex.recluster`)."""
         if not isinstance(self.index, PlaidIndex):
-            raise MbretError("--recluster applies to --index-type plaid indexes only")
+            raise ParameterError("recluster", f"applies to plaid indexes only, not {self.index_type}")
         self.index.recluster()
 
     def configure_search(self, params: PlaidSearchParams) -> None:
@@ -459,7 +465,8 @@ class Retriever:
         encoder: Encoder
         if manifest.mode == "bm25":
             if query_expansion is not None or query_length is not None:
-                raise MbretError(f"{path}: a bm25 index; --query-expansion and --query-length apply to colbert")
+                name = "query_expansion" if query_expansion is not None else "query_length"
+                raise ParameterError(name, f"applies to colbert indexes; {path} is a bm25 index")
             encoder = TextEncoder()
         elif manifest.mode == "colbert":
             saved = manifest.query_expansion if manifest.query_expansion is not None else True
@@ -478,7 +485,8 @@ class Retriever:
             )
         else:
             if query_expansion is not None or query_length is not None:
-                raise MbretError(f"{path}: a dense index; --query-expansion and --query-length apply to colbert")
+                name = "query_expansion" if query_expansion is not None else "query_length"
+                raise ParameterError(name, f"applies to colbert indexes; {path} is a dense index")
             encoder = DenseEncoder.load(
                 manifest.model,
                 device=device,

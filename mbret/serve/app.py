@@ -22,7 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from mbret.errors import MbretError
+from mbret.errors import MbretError, ParameterError
 from mbret.indexes.info import index_info
 from mbret.indexes.plaid import PlaidSearchParams
 from mbret.serve.config import ServeConfig, read_api_key
@@ -30,6 +30,7 @@ from mbret.serve.service import ServedIndex, ServeError, load_indexes
 
 Scalar = str | int | float | bool | None
 PLAID_OPTIONS = tuple(PlaidSearchParams.__dataclass_fields__)  # search request fields passed to PLAID
+FILTER_FIELDS = ("where", "params")  # a refused filter answers with the code bad_filter
 OPEN_PATHS = {"/", "/health", "/docs", "/openapi.json", "/docs/oauth2-redirect"}
 
 
@@ -116,9 +117,12 @@ class _BodyLimit:
         await self.app(scope, replay, send)
 
 
-def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+def _error(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None, field: str | None = None
+) -> JSONResponse:
     headers = {**(headers or {}), "X-Mbret-Error": code}
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+    error = {"code": code, "message": message, **({"field": field} if field is not None else {})}
+    return JSONResponse({"error": error}, status_code=status, headers=headers)
 
 
 def _field_path(loc: Sequence[Any]) -> str:
@@ -176,7 +180,13 @@ def create_app(config: ServeConfig) -> FastAPI:
 
     @app.exception_handler(ServeError)
     async def _serve_error(request: Request, exc: ServeError) -> JSONResponse:
-        return _error(exc.status, exc.code, exc.message, exc.headers)
+        return _error(exc.status, exc.code, exc.message, exc.headers, exc.field)
+
+    @app.exception_handler(ParameterError)
+    async def _parameter_error(request: Request, exc: ParameterError) -> JSONResponse:
+        # the library names Python parameters, and the request's fields carry the same names
+        code = "bad_filter" if exc.parameter in FILTER_FIELDS else "bad_request"
+        return _error(400, code, exc.render(exc.parameter), field=exc.parameter)
 
     @app.exception_handler(MbretError)
     async def _mbret_error(request: Request, exc: MbretError) -> JSONResponse:

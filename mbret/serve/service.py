@@ -38,11 +38,20 @@ GROUP_COMMIT = 64  # write requests applied together under one save, at most
 
 
 class ServeError(MbretError):
-    """A request the service refuses: its HTTP status, a stable code and a one-line message."""
+    """A request the service refuses: its HTTP status, a stable code, a one-line message and, when one request
+    field is at fault, its name (`field`)."""
 
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+        field: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.headers = status, code, message, headers or {}
+        self.field = field
 
 
 @dataclass
@@ -119,13 +128,10 @@ class ServedIndex:
 
     def check_search(self, where: str | None, params: Sequence[Any], search_options: dict[str, Any]) -> None:
         if where is not None:
-            try:
-                self.index.documents.check_where(where, params)
-            except MbretError as exc:  # the filter grammar names the CLI flag; here it is the field
-                message = str(exc).removeprefix("--where: ")
-                raise ServeError(400, "bad_filter", f"where: {message}") from None
+            # a refused condition is a ParameterError naming `where`: the app answers it with that field
+            self.index.documents.check_where(where, params)
         elif params:
-            raise ServeError(400, "bad_filter", "params give values for the ? of where; add where")
+            raise ServeError(400, "bad_filter", "params: values for the ? of where; add where", field="params")
         if search_options and not isinstance(self.index, PlaidIndex):
             names = ", ".join(sorted(search_options))
             raise ServeError(400, "bad_request", f"{names}: PLAID search options; index {self.name!r} is not PLAID")

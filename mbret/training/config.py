@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mbret.errors import InputError, MbretError
+from mbret.errors import InputError, MbretError, ParameterError
 
 MODES = ("dense", "colbert")
 # `mbret train --mode colbert` of a head built from a non-ColBERT model: whether its queries are expanded
@@ -71,26 +71,28 @@ class TrainConfig:
 
     def validate(self, require_paths: bool = True) -> None:
         if self.mode not in MODES:
-            raise MbretError(f"--mode {self.mode}: choose dense or colbert")
+            raise ParameterError("mode", f"{self.mode}: choose dense or colbert")
         if self.loss is not None and self.loss not in LOSSES[self.mode]:
-            raise MbretError(f"--loss {self.loss}: for --mode {self.mode} choose one of {', '.join(LOSSES[self.mode])}")
+            raise ParameterError(
+                "loss", f"{self.loss}: for mode {self.mode} choose one of {', '.join(LOSSES[self.mode])}"
+            )
         for name in ("batch_size", "grad_accum", "n_ways", "mini_batch_size", "save_steps", "logging_steps"):
             if getattr(self, name) <= 0:
-                raise MbretError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be a positive integer")
+                raise ParameterError(name, f"{getattr(self, name)}: must be a positive integer")
         if not self.lr > 0:
-            raise MbretError(f"--lr {self.lr}: must be positive")
+            raise ParameterError("lr", f"{self.lr}: must be positive")
         if self.max_steps <= 0 and not self.epochs > 0:
-            raise MbretError("give --epochs > 0 or --max-steps > 0")
+            raise ParameterError("epochs", f"{self.epochs}: give epochs > 0 or max_steps > 0")
         if not 0 <= self.warmup_ratio < 1:
-            raise MbretError(f"warmup_ratio {self.warmup_ratio}: must be in [0, 1)")
+            raise ParameterError("warmup_ratio", f"{self.warmup_ratio}: must be in [0, 1)")
         if self.mode != "colbert" and self.query_expansion is not None:
-            raise MbretError("--query-expansion/--no-query-expansion apply to --mode colbert")
+            raise ParameterError("query_expansion", "applies to mode colbert")
         if self.n_ways < 2:
-            raise MbretError(f"--n-ways {self.n_ways}: distillation needs at least 2 documents per query")
+            raise ParameterError("n_ways", f"{self.n_ways}: distillation needs at least 2 documents per query")
         if require_paths:
             for name in ("model", "data", "output"):
                 if not getattr(self, name):
-                    raise MbretError(f"--{name} is required (or set `{name}:` in --config, or use a --preset)")
+                    raise ParameterError(name, f"required (or set `{name}:` in the config file, or use a preset)")
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -107,7 +109,7 @@ def read_yaml_config(path: str | Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise MbretError(f"--config {path}: cannot read ({exc.strerror or exc})") from None
+        raise ParameterError("config", f"{path}: cannot read ({exc.strerror or exc})") from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:

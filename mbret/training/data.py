@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mbret.errors import InputError, MbretError
+from mbret.errors import InputError, MbretError, ParameterError
 
 logger = logging.getLogger(__name__)
 
@@ -55,12 +55,13 @@ def detect_format(source: str) -> str:
             return "beir"
         if _table_file(path, "train") and _table_file(path, "queries") and _table_file(path, "documents"):
             return "ids"
-        raise MbretError(
-            f"--data {source}: a directory must be BEIR (corpus.jsonl, queries.jsonl, qrels/) or hold "
-            "train/queries/documents tables (.jsonl or .parquet)"
+        raise ParameterError(
+            "data",
+            f"{source}: a directory must be BEIR (corpus.jsonl, queries.jsonl, qrels/) or hold "
+            "train/queries/documents tables (.jsonl or .parquet)",
         )
     if not path.is_file():
-        raise MbretError(f"--data {source}: no such file or directory")
+        raise ParameterError("data", f"{source}: no such file or directory")
     first = next(iter(_rows(path, limit=1)), None)
     if first is None:
         raise InputError(path, None, "no training rows")
@@ -107,7 +108,7 @@ def _read_examples(source: str, kind: str, max_samples: int | None) -> list[Exam
             break
         examples.extend(_flag_examples(row, where) if kind == "flag" else [_triplet_example(row, where)])
     if not examples:
-        raise MbretError(f"--data {source}: no training rows")
+        raise ParameterError("data", f"{source}: no training rows")
     return examples[:max_samples] if max_samples is not None else examples
 
 
@@ -198,11 +199,11 @@ def _load_id_distillation(source: str, n_ways: int, max_samples: int | None) -> 
         train = train.select(range(min(max_samples, len(train))))
     for column in ("query_id", "document_ids", "scores"):
         if column not in train.column_names:
-            raise MbretError(f"--data {source}: the train table needs query_id, document_ids, scores")
+            raise ParameterError("data", f"{source}: the train table needs query_id, document_ids, scores")
     first = train[0]
     if len(first["document_ids"]) != len(first["scores"]):
-        raise MbretError(
-            f"--data {source}: train row 1 has {len(first['document_ids'])} ids and {len(first['scores'])} scores"
+        raise ParameterError(
+            "data", f"{source}: train row 1 has {len(first['document_ids'])} ids and {len(first['scores'])} scores"
         )
     ways = min(n_ways, len(first["document_ids"]))
     train = train.select_columns(["query_id", "document_ids", "scores"])
@@ -224,7 +225,7 @@ def _id_tables(source: str) -> tuple[Any, Any, Any]:
         try:
             return tuple(load_dataset(repo, name, split="train") for name in ("train", "queries", "documents"))
         except Exception as exc:  # hub unreachable, unknown repo...
-            raise MbretError(f"--data {source}: could not load from the Hugging Face hub ({exc})") from None
+            raise ParameterError("data", f"{source}: could not load from the Hugging Face hub ({exc})") from None
     path = Path(source)
     tables = []
     for name in ("train", "queries", "documents"):
@@ -263,7 +264,7 @@ def _load_beir_pairs(source: str, split: str, max_samples: int | None) -> Traini
                 queries.append(dataset.queries[qid])
                 positives.append(doc_text(dataset.corpus[doc_id]))
     if not queries:
-        raise MbretError(f"--data {source}: no positive judgements in the {split} qrels")
+        raise ParameterError("data", f"{source}: no positive judgements in the {split} qrels")
     if max_samples is not None:
         queries, positives = queries[:max_samples], positives[:max_samples]
     table = Dataset.from_dict({"query": queries, "positive": positives})
@@ -279,7 +280,7 @@ def _source_rows(source: str) -> Iterator[tuple[tuple[Path | str, int | None], d
         try:
             table = load_dataset(repo, name or None, split="train")
         except Exception as exc:
-            raise MbretError(f"--data {source}: could not load from the Hugging Face hub ({exc})") from None
+            raise ParameterError("data", f"{source}: could not load from the Hugging Face hub ({exc})") from None
         for i, row in enumerate(table):
             yield (source, i + 1), dict(row)
         return

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mbret.errors import MbretError
+from mbret.errors import ParameterError
 from mbret.training.config import LOSSES, TrainConfig
 
 NEEDS_SCORES = {"kl", "margin-mse"}
@@ -21,12 +21,15 @@ def check_loss_fits_data(config: TrainConfig, has_scores: bool, num_negatives: i
     """Refuse, before any model loads, a loss the data cannot feed."""
     loss = config.resolved_loss()
     if loss in NEEDS_SCORES and not has_scores:
-        raise MbretError(
-            f"--loss {loss} distils teacher scores, and {config.data} has none: add them with `mbret score`, "
-            f"or choose --loss {LOSSES[config.mode][0] if config.mode == 'dense' else 'contrastive'}"
+        raise ParameterError(
+            "loss",
+            f"{loss} distils teacher scores, and {config.data} has none: add them with `mbret score`, "
+            f"or choose loss {LOSSES[config.mode][0] if config.mode == 'dense' else 'contrastive'}",
         )
     if loss in NEEDS_NEGATIVES and num_negatives < 1:
-        raise MbretError(f"--loss {loss} needs at least one negative per query in {config.data} (see `mbret mine`)")
+        raise ParameterError(
+            "loss", f"{loss} needs at least one negative per query in {config.data} (see `mbret mine`)"
+        )
 
 
 def build_loss(config: TrainConfig, model: Any) -> Any:
@@ -66,4 +69,4 @@ def build_loss(config: TrainConfig, model: Any) -> Any:
             )
         if loss == "margin-mse":
             return mv.MultiVectorMarginMSELoss(model)
-    raise MbretError(f"--loss {loss}: for --mode {config.mode} choose one of {', '.join(LOSSES[config.mode])}")
+    raise ParameterError("loss", f"{loss}: for mode {config.mode} choose one of {', '.join(LOSSES[config.mode])}")

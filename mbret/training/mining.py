@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from mbret.errors import MbretError
+from mbret.errors import MbretError, ParameterError
 from mbret.io import atomic_file, write_json_atomic
 
 CACHE_CHUNK = 4096
@@ -33,11 +33,13 @@ class MiningParams:
 
     def check(self) -> None:
         if self.num_negatives < 1:
-            raise MbretError(f"--num-negatives {self.num_negatives}: must be at least 1")
+            raise ParameterError("num_negatives", f"{self.num_negatives}: must be at least 1")
         if not 0 <= self.range_min < self.range_max:
-            raise MbretError(f"--range-min {self.range_min} / --range-max {self.range_max}: need 0 <= min < max")
+            raise ParameterError(
+                "range_min", f"{self.range_min} with range_max {self.range_max}: need 0 <= range_min < range_max"
+            )
         if self.relative_margin is not None and not 0 <= self.relative_margin < 1:
-            raise MbretError(f"--relative-margin {self.relative_margin}: must be in [0, 1)")
+            raise ParameterError("relative_margin", f"{self.relative_margin}: must be in [0, 1)")
 
 
 @dataclass
@@ -178,7 +180,7 @@ def write_mined(examples: Sequence[MinedExample], path: str | Path, fmt: str = "
     """Write format (a) triplets (`query, positive, negative_1..n`) or (c) FlagEmbedding (`query, pos, neg`),
     atomically. Miner scores are not teacher scores, so none are written; `mbret score` adds those."""
     if fmt not in ("triplets", "flag"):
-        raise MbretError(f"--format {fmt}: choose triplets or flag")
+        raise ParameterError("format", f"{fmt}: choose triplets or flag")
     with atomic_file(path) as fh:
         for e in examples:
             if fmt == "flag":

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mbret.errors import MbretError
+from mbret.errors import ParameterError
 
 _DPR_DATA = "hf:sentence-transformers/msmarco-co-condenser-margin-mse-sym-mnrl-mean-v1:triplet-hard"
 _COLBERT_DATA = "hf:lightonai/ms-marco-en-bge"
@@ -99,5 +99,5 @@ _NOTES = [
 
 def get_preset(name: str) -> dict[str, Any]:
     if name not in PRESETS:
-        raise MbretError(f"--preset {name}: choose one of {', '.join(PRESETS)}")
+        raise ParameterError("preset", f"{name}: choose one of {', '.join(PRESETS)}")
     return {**PRESETS[name], "notes": list(_NOTES)}

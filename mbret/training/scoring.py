@@ -19,7 +19,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from mbret.errors import MbretError
+from mbret.errors import MbretError, ParameterError
 from mbret.io import atomic_file, atomic_new_dir
 from mbret.training.data import Example, _read_examples, detect_format
 
@@ -51,9 +51,10 @@ class Teacher:
             model = CrossEncoder(resolve_model_path(name), device=choose_device(device))
         except (OSError, ValueError) as exc:
             first = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-            raise MbretError(
-                f"--teacher {name}: could not load a cross-encoder ({first}); "
-                "for a bi-encoder teacher write dense:MODEL, e.g. dense:minilm"
+            raise ParameterError(
+                "teacher",
+                f"{name}: could not load a cross-encoder ({first}); "
+                "for a bi-encoder teacher write dense:MODEL, e.g. dense:minilm",
             ) from None
         return cls(name, "cross-encoder", model)
 
@@ -94,7 +95,7 @@ def score_training_file(
 ) -> int:
     """Score every document of every row in `source` (format a or c); returns the number of rows written."""
     if fmt not in ("flag", "ids"):
-        raise MbretError(f"--format {fmt}: choose flag or ids")
+        raise ParameterError("format", f"{fmt}: choose flag or ids")
     kind = detect_format(source)
     if kind not in ("flag", "triplets"):
         raise MbretError(f"{source}: `mbret score` reads triplets or FlagEmbedding JSONL/Parquet, not {kind} data")

@@ -17,7 +17,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from mbret.errors import MbretError
+from mbret.errors import ParameterError
 from mbret.io import atomic_new_dir, write_json_atomic
 from mbret.training.config import NEW_HEAD_QUERY_EXPANSION, TrainConfig, describe
 from mbret.training.data import TrainingData, load_training_data
@@ -78,10 +78,10 @@ def train(config: TrainConfig) -> TrainResult:
     output = Path(config.output or "")
     checkpoints = output / "checkpoints"
     if checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*")) and not config.resume:
-        raise MbretError(f"--output {output}: holds checkpoints of an earlier run; pass --resume to continue it")
+        raise ParameterError("output", f"{output}: holds checkpoints of an earlier run; resume it to continue")
     resume_from = last_complete_checkpoint(checkpoints) if config.resume else None
     if config.resume and resume_from is None:
-        raise MbretError(f"--resume: no complete checkpoint in {checkpoints} to continue from")
+        raise ParameterError("resume", f"no complete checkpoint in {checkpoints} to continue from")
     output.mkdir(parents=True, exist_ok=True)
     (output / "train_config.yaml").write_text(describe(config) + "\n", encoding="utf-8")
 

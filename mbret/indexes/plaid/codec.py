@@ -28,7 +28,7 @@ import threading
 
 import torch
 
-from mbret.errors import MbretError
+from mbret.errors import MbretError, ParameterError
 from mbret.hardware import cpu_threads
 
 NBITS = (1, 2, 4, 8)
@@ -141,7 +141,7 @@ class ResidualCodec:
         import faiss
 
         if nbits not in NBITS:
-            raise MbretError(f"--nbits {nbits}: choose one of {', '.join(map(str, NBITS))}")
+            raise ParameterError("nbits", f"{nbits}: choose one of {', '.join(map(str, NBITS))}")
         check_quantizer(quantizer)
         sample = sample.float().contiguous()
         num_centroids = min(num_centroids, len(sample))

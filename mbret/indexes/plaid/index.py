@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mbret.errors import IndexFormatError, MbretError
+from mbret.errors import IndexFormatError, MbretError, ParameterError
 from mbret.hardware import map_on_cores
 from mbret.indexes.base import Manifest, StableDocIds, Stored, origin_of, read_manifest, save_generation
 from mbret.indexes.kernels import token_groups
@@ -78,7 +78,7 @@ class PlaidIndex(StableDocIds, Stored):
         residual_quantizer: str = QUANTIZERS[0],
     ) -> None:
         if nbits not in NBITS:
-            raise MbretError(f"--nbits {nbits}: choose one of {', '.join(map(str, NBITS))}")
+            raise ParameterError("nbits", f"{nbits}: choose one of {', '.join(map(str, NBITS))}")
         check_quantizer(residual_quantizer)
         if dimension * nbits % 8:
             raise MbretError(f"dimension {dimension} × nbits {nbits} must be a whole number of bytes")
