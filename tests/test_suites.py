@@ -51,7 +51,7 @@ def test_registry_holds_the_papers_suites() -> None:
         spec = REGISTRY[name]
         for part in [REGISTRY[p] for p in spec.parts] or [spec]:
             assert part.hub or part.irds, f"{part.name} has no source"
-    assert all(REGISTRY[n].ignore_identical_ids for n in BEIR_15)  # BEIR's policy (ArguAna, Quora)
+    assert not any(REGISTRY[n].keep_identical_ids for n in BEIR_15)  # BEIR's policy (ArguAna, Quora)
 
 
 def test_paper_table_is_consistent_with_its_own_averages() -> None:
@@ -202,7 +202,7 @@ def test_yaml_suite_dense_colbert_resume_and_report(tmp_path: Path, cli, tiny_mo
     assert rows["mine"]["paper"] is None
     per = json.loads((dense_out / "scifact" / "results.json").read_text())
     assert per["settings"]["manifest"]["weights_sha256"] == manifest["weights_sha256"]
-    assert per["settings"]["conventions"]["ignore_identical_ids"] is True
+    assert per["settings"]["conventions"]["keep_identical_ids"] is False
     assert (dense_out / "scifact" / "run.trec").is_file() and "timings" in per
 
     again = cli("eval", "--suite", suite, "--model", tiny_model, "--output", dense_out, "--resume")
@@ -287,7 +287,7 @@ def test_suite_input_errors(tmp_path: Path, cli, tiny_model: str) -> None:
     result = cli("eval", "--suite", "beir", "--model", tiny_model)
     assert result.code == 2 and "--output" in result.err
     result = cli("eval", "--suite", "beir", "--model", tiny_model, "-o", tmp_path / "o", "--keep-identical-ids")
-    assert result.code == 2 and "ignore_identical_ids" in result.err
+    assert result.code == 2 and "keep_identical_ids" in result.err
     assert not (tmp_path / "o").exists()
     ok = tmp_path / "ok.yaml"
     ok.write_text(f"datasets:\n  - name: a\n    path: {_small_dirs(tmp_path / 'd')[0]}\n", encoding="utf-8")

@@ -9,6 +9,7 @@ length is a ceiling: a model whose own limit is lower runs at its limit, and the
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,7 +64,7 @@ class DatasetSpec:
     split: str = "test"
     irds: str | None = None  # ir_datasets id (without the split suffix when it has one)
     hub: tuple[HubSource, ...] = ()
-    ignore_identical_ids: bool = True
+    keep_identical_ids: bool = False  # BEIR drops a hit whose doc id is the query id; a few datasets keep it
     join_title: bool = True
     lengths: Lengths = field(default_factory=Lengths)
     parts: tuple[str, ...] = ()  # a dataset scored as the mean of these (CQADupStack's 12 forums)
@@ -80,7 +81,7 @@ class DatasetSpec:
         return {
             "family": self.family,
             "split": self.split,
-            "ignore_identical_ids": self.ignore_identical_ids,
+            "keep_identical_ids": self.keep_identical_ids,
             "join_title": self.join_title,
             "lengths": self.lengths.to_json(),
         }
@@ -244,7 +245,20 @@ def resolve_suite(name_or_path: str | Path) -> Suite:
     raise ParameterError("suite", f"{text}: choose one of {', '.join(SUITES)}, or give a suite YAML file")
 
 
-_LOCAL_KEYS = {"name", "path", "split", "ignore_identical_ids", "join_title", "lengths", "registry"}
+# ignore_identical_ids: the old name of keep_identical_ids (its opposite), still read
+_LOCAL_KEYS = {
+    "name", "path", "split", "keep_identical_ids", "ignore_identical_ids", "join_title", "lengths", "registry"
+}  # fmt: skip
+
+
+def _keep_identical_ids(item: dict[str, Any], default: bool) -> bool:
+    """A suite YAML dataset's `keep_identical_ids`, or the opposite of its deprecated `ignore_identical_ids`."""
+    if "ignore_identical_ids" in item:
+        warnings.warn(
+            "ignore_identical_ids: in a suite YAML is deprecated; use keep_identical_ids:", DeprecationWarning, 2
+        )
+        return not bool(item["ignore_identical_ids"])
+    return bool(item.get("keep_identical_ids", default))
 
 
 def read_suite_yaml(path: str | Path) -> Suite:
@@ -258,7 +272,7 @@ def read_suite_yaml(path: str | Path) -> Suite:
           - name: my-corpus
             path: data/my-corpus
             split: dev
-            ignore_identical_ids: false
+            keep_identical_ids: true
             lengths: {dense: 256, colbert_query: 32, colbert_document: 180}
     """
     import yaml
@@ -307,9 +321,7 @@ def read_suite_yaml(path: str | Path) -> Suite:
                 display=base.display if base else str(item["name"]),
                 family=base.family if base else "local",
                 split=str(item.get("split", base.split if base else "test")),
-                ignore_identical_ids=bool(
-                    item.get("ignore_identical_ids", base.ignore_identical_ids if base else True)
-                ),
+                keep_identical_ids=_keep_identical_ids(item, base.keep_identical_ids if base else False),
                 join_title=bool(item.get("join_title", base.join_title if base else True)),
                 lengths=lengths,
                 local=local,
@@ -355,7 +367,7 @@ def conventions_markdown() -> str:
         lengths = spec.lengths
         lines.append(
             f"| {spec.display} | {suites} | {spec.split} | {where} "
-            f"| {'dropped' if spec.ignore_identical_ids else 'kept'} | {'joined' if spec.join_title else 'dropped'} "
+            f"| {'kept' if spec.keep_identical_ids else 'dropped'} | {'joined' if spec.join_title else 'dropped'} "
             f"| {lengths.dense or 'model default'} | {lengths.colbert_query or 'model default'} / "
             f"{lengths.colbert_document} |"
         )

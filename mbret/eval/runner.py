@@ -10,6 +10,7 @@ from typing import Any
 
 import mbret
 from mbret.data.datasets import Dataset, doc_text
+from mbret.deprecation import no_other_kwargs, renamed
 from mbret.errors import MbretError, ParameterError
 from mbret.eval.manifest import library_versions, run_manifest
 from mbret.eval.metrics import DEFAULT_METRICS, drop_identical_ids, evaluate_run
@@ -72,9 +73,8 @@ def evaluate(
     index_type: str | None = None,
     metrics: tuple[str, ...] | list[str] = DEFAULT_METRICS,
     k: int | None = None,
-    ignore_identical_ids: bool = True,
+    keep_identical_ids: bool = False,
     batch_size: int = 64,
-    max_length: int | None = None,
     device: str | None = None,
     dtype: str | None = None,
     show_progress: bool = True,
@@ -89,6 +89,7 @@ def evaluate(
     where: str | None = None,
     params: Sequence[Any] = (),
     ids: Sequence[str] | None = None,
+    **deprecated: Any,
 ) -> EvalResult:
     """Score a retriever (dense, colbert or bm25) on `dataset`; builds one from `model` unless `retriever` is
     given (`mode="bm25"` needs no model).
@@ -107,6 +108,10 @@ def evaluate(
     """
     from mbret.eval.metrics import parse_metric
 
+    keep_identical_ids = renamed(deprecated, "ignore_identical_ids", "keep_identical_ids", keep_identical_ids,
+                                 False, convert=lambda ignore: not ignore)  # fmt: skip
+    document_length = renamed(deprecated, "max_length", "document_length", document_length, None)
+    no_other_kwargs(deprecated, "evaluate")
     depth = k or max(max(parse_metric(m)[1] for m in metrics), 100)
     timings: dict[str, float] = {}
     start = time.perf_counter()
@@ -119,7 +124,6 @@ def evaluate(
             index_type=index_type,
             index_params=index_params,
             batch_size=batch_size,
-            max_length=max_length,
             device=device,
             dtype=dtype,
             show_progress=show_progress,
@@ -133,14 +137,14 @@ def evaluate(
     if search_params is not None:
         retriever.configure_search(search_params)
     qids = list(dataset.queries)
-    extra = 1 if ignore_identical_ids else 0  # BEIR asks for one more hit when it drops identical ids
+    extra = 0 if keep_identical_ids else 1  # BEIR asks for one more hit when it drops identical ids
     texts = [dataset.queries[q] for q in qids]
     cut = retriever.count_cut_queries(texts)
     hits = retriever.search(texts, k=depth + extra, where=where, params=params, ids=ids, batch_size=batch_size)
     timings["encode_queries_s"] = retriever.timings["encode_queries_s"]
     timings["search_s"] = retriever.timings["search_s"]
     run = {qid: {h.doc_id: h.score for h in row} for qid, row in zip(qids, hits)}
-    if ignore_identical_ids:
+    if not keep_identical_ids:
         run = drop_identical_ids(run)
     run = {qid: dict(sorted(docs.items(), key=lambda it: (-it[1], it[0]))[:depth]) for qid, docs in run.items()}
     means, per_query = evaluate_run(dataset.qrels, run, metrics)
@@ -148,7 +152,7 @@ def evaluate(
     common = {
         "batch_size": batch_size,
         "depth": depth,
-        "ignore_identical_ids": ignore_identical_ids,
+        "keep_identical_ids": keep_identical_ids,
         "queries_cut": cut,
         "queries_cut_note": retriever.cut_queries_note(texts, cut),
         "filter": (
@@ -194,12 +198,20 @@ def evaluate(
 
 
 def rerank_run(
-    dataset: Dataset, run: dict[str, list[tuple[str, float]]], reranker: Reranker, depth: int
+    dataset: Dataset,
+    run: dict[str, list[tuple[str, float]]],
+    reranker: Reranker,
+    rerank_depth: int | None = None,
+    **deprecated: Any,
 ) -> dict[str, dict[str, float]]:
-    """Each query's top `depth` hits of a first-stage `run` (best first), rescored by `reranker` from the
-    dataset's texts; hits below `depth` are dropped."""
+    """Each query's top `rerank_depth` hits of a first-stage `run` (best first), rescored by `reranker` from
+    the dataset's texts; hits below `rerank_depth` are dropped. `depth=` is its old name."""
+    depth = renamed(deprecated, "depth", "rerank_depth", rerank_depth, None)
+    no_other_kwargs(deprecated, "rerank_run")
+    if depth is None:
+        raise TypeError("rerank_run() missing the argument rerank_depth")
     if depth <= 0:
-        raise ParameterError("depth", f"{depth}: must be a positive integer")
+        raise ParameterError("rerank_depth", f"{depth}: must be a positive integer")
     qids = [q for q in run if run[q]]
     missing = next((d for q in qids for d, _ in run[q][:depth] if d not in dataset.corpus), None)
     if missing is not None:
@@ -212,13 +224,21 @@ def rerank_run(
 
 
 def rerank_result(
-    dataset: Dataset, first: EvalResult, reranker: Reranker, depth: int, metrics: Sequence[str]
+    dataset: Dataset,
+    first: EvalResult,
+    reranker: Reranker,
+    rerank_depth: int | None = None,
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    **deprecated: Any,
 ) -> EvalResult:
-    """A first-stage evaluation's run reranked (`rerank_run`), scored; the first stage's model and metrics
-    are kept in its settings as `first_stage`."""
+    """A first-stage evaluation's run reranked (`rerank_run`, its top `rerank_depth` hits), scored; the first
+    stage's model and metrics are kept in its settings as `first_stage`. `depth=` is the old name of
+    `rerank_depth`."""
+    depth = renamed(deprecated, "depth", "rerank_depth", rerank_depth, None)
+    no_other_kwargs(deprecated, "rerank_result")
     start = time.perf_counter()
     ranked = {q: sorted(docs.items(), key=lambda it: (-it[1], it[0])) for q, docs in first.run.items()}
-    run = rerank_run(dataset, ranked, reranker, depth)
+    run = rerank_run(dataset, ranked, reranker, depth)  # refuses a missing depth
     means, per_query = evaluate_run(dataset.qrels, run, list(metrics))
     seconds = time.perf_counter() - start
     return EvalResult(

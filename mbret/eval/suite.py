@@ -207,7 +207,7 @@ def _score_one(
         dataset,
         retriever,
         metrics=options.metrics,
-        ignore_identical_ids=spec.ignore_identical_ids,
+        keep_identical_ids=spec.keep_identical_ids,
         batch_size=options.batch_size,
         search_params=options.search_params,
         manifest=manifest,

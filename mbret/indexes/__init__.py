@@ -16,7 +16,7 @@ from mbret.errors import IndexFormatError
 from mbret.indexes.base import Manifest, check_compatible, load_committed, read_manifest
 from mbret.indexes.bm25 import Bm25Index
 from mbret.indexes.faiss_index import INDEX_TYPES, FaissIndex, default_params
-from mbret.indexes.maxsim import ExactMaxSimIndex
+from mbret.indexes.maxsim import ExactIndex, ExactMaxSimIndex
 from mbret.indexes.plaid import PlaidIndex, PlaidSearchParams
 from mbret.indexes.store import Document, DocumentStore
 
@@ -65,7 +65,8 @@ class Index(Protocol):
 
 INDEX_CLASSES: dict[str, type] = {
     "faiss": FaissIndex,
-    "maxsim": ExactMaxSimIndex,
+    "exact": ExactIndex,
+    "maxsim": ExactIndex,  # the kind exact indexes were written with before
     "plaid": PlaidIndex,
     "bm25": Bm25Index,
 }
@@ -82,7 +83,7 @@ def new_index(mode: str, index_type: str, dimension: int, params: dict[str, Any]
         )
         return PlaidIndex(dimension, search=search, **params)
     if mode == "colbert":
-        return ExactMaxSimIndex(dimension)
+        return ExactIndex(dimension)
     return FaissIndex(dimension, index_type, params)
 
 
@@ -102,6 +103,7 @@ __all__ = [
     "INDEX_CLASSES",
     "INDEX_TYPES",
     "INDEX_TYPES_BY_MODE",
+    "ExactIndex",
     "ExactMaxSimIndex",
     "FaissIndex",
     "Index",

@@ -52,11 +52,13 @@ class Manifest:
     num_docs: int
     index_type: str
     index_params: dict[str, Any] = field(default_factory=dict)
-    query_prompt: str | None = None
+    query_prompt: str | None = None  # dense: put before each query (older colbert indexes: their marker)
     document_prompt: str | None = None
-    query_length: int | None = None  # colbert: the expansion width, or the longest query kept without expansion
+    query_marker: str | None = None  # colbert: the marker put before each query ("[Q] ", "" for none)
+    document_marker: str | None = None  # colbert: the marker put before each document
+    query_length: int | None = None  # colbert: the expansion width or the longest query; dense: the longest query
     query_expansion: bool | None = None  # colbert: queries padded with [MASK]; None (older indexes): expanded
-    document_length: int | None = None  # colbert: documents cut at this many tokens
+    document_length: int | None = None  # documents cut at this many tokens (dense indexes before: max_length)
     pool_factor: int | None = None  # colbert: documents' token vectors pooled to ~1/pool_factor (None, 1: not)
     seed: int | None = None  # colbert: seed of a freshly initialised projection
     files: dict[str, str] = field(default_factory=dict)

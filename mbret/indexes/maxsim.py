@@ -40,8 +40,8 @@ from mbret.indexes.kernels import max_per_segment, token_groups
 from mbret.indexes.parts import read_part
 from mbret.io import atomic_file
 
-SORT_WINDOW = 4096  # documents sorted by length together for scoring (see ExactMaxSimIndex._plan)
-CPU_CHUNK_TOKENS = 1024  # padded document tokens scored at once on CPU (see ExactMaxSimIndex.search)
+SORT_WINDOW = 4096  # documents sorted by length together for scoring (see ExactIndex._plan)
+CPU_CHUNK_TOKENS = 1024  # padded document tokens scored at once on CPU (see ExactIndex.search)
 MERGE_DOCS = 256  # scored documents collected before they are merged into the running top k
 RESCORE_TOKENS = 4096  # document tokens rescored at once for one query after the bfloat16 screen
 # Worst-case error of one bfloat16 similarity, as a fraction of |q| |d|: q and d each rounded to bfloat16
@@ -107,7 +107,7 @@ def maxsim_scores(queries: torch.Tensor, docs: torch.Tensor, doc_lengths: torch.
     return scores
 
 
-class ExactMaxSimIndex(StableDocIds, Stored):
+class ExactIndex(StableDocIds, Stored):
     """Every token vector of every document, scored exactly; doc ids stable across add and delete.
 
     Thread safety: any number of threads may search one index while others add, delete, compact, save or
@@ -132,13 +132,13 @@ class ExactMaxSimIndex(StableDocIds, Stored):
         self._rw = ReadWriteLock()
         self._changing = threading.RLock()  # one change or save at a time
 
-    def to(self, device: str | torch.device) -> ExactMaxSimIndex:
+    def to(self, device: str | torch.device) -> ExactIndex:
         """Score on `device` (e.g. "cuda"): the float16 token vectors are copied there once when they fit
         in half of its free memory, else each chunk is copied over from the host as it is scored."""
         with self._exclusive():
             return self._to(device)
 
-    def _to(self, device: str | torch.device) -> ExactMaxSimIndex:
+    def _to(self, device: str | torch.device) -> ExactIndex:
         """Score on `device` (e.g. "cuda"): the float16 token vectors are copied there once when they fit
         in half of its free memory, else each chunk is copied over from the host as it is scored."""
         self.device = torch.device(device)
@@ -462,7 +462,7 @@ class ExactMaxSimIndex(StableDocIds, Stored):
         lines = "".join(json.dumps(d) + "\n" for d in self.doc_ids[docs:]).encode("utf-8")
         total_tokens = tokens + sum(len(c) for c in new_tokens)
         deleted = np.array([i for i, d in enumerate(self.doc_ids) if d is None], dtype=np.int64)
-        manifest.kind, manifest.index_type = "maxsim", "exact"
+        manifest.kind, manifest.index_type = "exact", "exact"
         manifest.dimension, manifest.num_docs = self.dimension, len(self)
         manifest.index_params = {
             "stored_docs": len(self.doc_ids),
@@ -495,11 +495,11 @@ class ExactMaxSimIndex(StableDocIds, Stored):
         return adopt
 
     @classmethod
-    def load(cls, path: str | Path, mmap: bool = True) -> tuple[ExactMaxSimIndex, Manifest]:
+    def load(cls, path: str | Path, mmap: bool = True) -> tuple[ExactIndex, Manifest]:
         """Load an index; token vectors are memory-mapped unless `mmap=False`."""
         path = Path(path)
         manifest = read_manifest(path)
-        if manifest.kind != "maxsim":
+        if manifest.kind not in ("exact", "maxsim"):  # "maxsim": written before the exact index took its name
             raise IndexFormatError(f"{path}: a {manifest.kind} index, not an exact MaxSim one")
         files = {role: path / name for role, name in manifest.files.items()}
         legacy = files["embeddings"].suffix == ".npy"
@@ -594,3 +594,6 @@ def _read_legacy(files: dict[str, Path], mmap: bool) -> tuple[np.ndarray, np.nda
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
         raise IndexFormatError(f"{files['doc_ids']}: truncated or corrupt doc id file") from None
     return tokens, lengths, doc_ids
+
+
+ExactMaxSimIndex = ExactIndex  # the class's name before "exact" became its one name; kept for old imports

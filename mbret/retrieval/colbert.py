@@ -50,7 +50,6 @@ TRIM_EVERY = 32  # encoded batches between hand-backs of freed memory to the OS 
 # vocabulary entries as single tokens (Stanford ColBERT's and PyLate's choice for BERT checkpoints); none.
 MARKERS = {"text": ("[Q] ", "[D] "), "unused": ("[unused0] ", "[unused1] "), "none": ("", "")}
 DEFAULT_MARKERS = "none"  # an untrained head over MiniLM scored best without (SciFact, all three query sets)
-QUERY_PREFIX, DOCUMENT_PREFIX = MARKERS["text"]  # what indexes made before the markers were chosen used
 
 
 def is_multivector_checkpoint(path: str) -> bool:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from mbret.deprecation import no_other_kwargs, renamed
 from mbret.errors import ParameterError
 from mbret.retrieval.backbone import (
     EncodePool,
@@ -85,6 +86,7 @@ class DenseEncoder:
     document_prompt: str | None = None
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
     pool: EncodePool | None = field(default=None, repr=False, compare=False)  # several devices: the corpus's
+    query_cut: int | None = None  # queries' own token limit; None: `document_length`, as the model takes
 
     @classmethod
     def load(
@@ -92,21 +94,28 @@ class DenseEncoder:
         model: str,
         device: str | None = None,
         dtype: str | None = None,
-        max_length: int | None = None,
+        document_length: int | None = None,
         query_prompt: str | None = None,
         document_prompt: str | None = None,
+        query_length: int | None = None,
+        **deprecated: Any,
     ) -> DenseEncoder:
         """Load a hub id, local dir, `minilm` or `tiny-modernbert`; a plain HF encoder gets mean pooling.
         `device` "cuda:0,cuda:1" encodes corpora on both (a sentence-transformers multi-process pool) and
-        queries on the first."""
+        queries on the first. Documents are cut at `document_length` tokens (None: the model's own limit),
+        queries at `query_length` (None: the document length); `max_length=` is the old name of
+        `document_length`."""
+        document_length = renamed(deprecated, "max_length", "document_length", document_length, None)
+        no_other_kwargs(deprecated, "DenseEncoder.load")
         device, devices = split_devices(device)
         device = choose_device(device)
         st_model = _load_sentence_transformer(model, device, dtype)
         config = getattr(st_model[0], "auto_model", None)
         limit = getattr(getattr(config, "config", None), "max_position_embeddings", None)
-        check_max_length(max_length, limit)
-        if max_length is not None:
-            st_model.max_seq_length = max_length
+        check_max_length(document_length, limit, "document_length")
+        check_max_length(query_length, limit, "query_length")
+        if document_length is not None:
+            st_model.max_seq_length = document_length
         _ensure_normalized(st_model)
         prompts = getattr(st_model, "prompts", {}) or {}
         encoder = cls(
@@ -118,6 +127,7 @@ class DenseEncoder:
                 if document_prompt is not None
                 else prompts.get("document") or prompts.get("passage") or None
             ),
+            query_cut=query_length,
         )
         if devices:
             encoder.pool = EncodePool(st_model, devices)
@@ -129,15 +139,26 @@ class DenseEncoder:
         return int(get_dim())
 
     @property
-    def max_length(self) -> int:
+    def document_length(self) -> int:
+        """Documents are cut at this many tokens (the model's `max_seq_length`)."""
         return int(self.model.max_seq_length)
+
+    @property
+    def query_length(self) -> int:
+        """Queries are cut at this many tokens: their own limit if one was given, else `document_length`."""
+        return self.query_cut if self.query_cut is not None else self.document_length
+
+    @property
+    def max_length(self) -> int:
+        """The old name of `document_length`."""
+        return self.document_length
 
     @property
     def device(self) -> torch.device:
         return self.model.device
 
     def count_cut_queries(self, queries: Sequence[str]) -> int:
-        """How many of `queries` (with the query prompt) are longer than `max_length` tokens and get cut."""
+        """How many of `queries` (with the query prompt) are longer than `query_length` tokens and get cut."""
         if not queries:
             return 0
         prefix = self.query_prompt or ""
@@ -145,7 +166,7 @@ class DenseEncoder:
             ids = self.model.tokenizer(
                 [prefix + q for q in queries], return_attention_mask=False, return_token_type_ids=False, verbose=False
             )["input_ids"]
-        return sum(len(i) > self.max_length for i in ids)
+        return sum(len(i) > self.query_length for i in ids)
 
     def encode_queries(self, queries: Sequence[str], batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
         return self.encode(
@@ -154,6 +175,7 @@ class DenseEncoder:
             batch_size=batch_size,
             show_progress=show_progress,
             desc="Encoding queries",
+            length=self.query_length,
         )
 
     def encode_corpus(self, documents: Sequence[str], batch_size: int = 64, show_progress: bool = True) -> np.ndarray:
@@ -185,8 +207,10 @@ class DenseEncoder:
         show_progress: bool = False,
         desc: str = "Encoding",
         max_tokens: int | None = None,
+        length: int | None = None,
     ) -> np.ndarray:
-        """Unit-norm float32 embeddings, one row per text, in input order.
+        """Unit-norm float32 embeddings, one row per text, in input order, each cut at `length` tokens (None:
+        `document_length`).
 
         A batch holds at most `batch_size` texts and at most `max_tokens` padded tokens (default: 1024 on
         CPU, where activations that fit in cache beat big batches; 65536 on GPU); a longer text goes alone.
@@ -202,7 +226,7 @@ class DenseEncoder:
             token_ids = tokenizer(
                 inputs,
                 truncation=True,
-                max_length=self.max_length,
+                max_length=length or self.document_length,
                 padding=False,
                 return_attention_mask=False,
                 return_token_type_ids=False,

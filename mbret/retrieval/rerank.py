@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mbret.deprecation import no_other_kwargs, renamed
 from mbret.errors import MbretError, ParameterError
 from mbret.retrieval.backbone import choose_device, model_kwargs, resolve_model_path
 from mbret.retrieval.colbert import ColBERTEncoder
@@ -54,8 +55,13 @@ class Reranker:
         device: str | None = None,
         dtype: str | None = None,
         batch_size: int = 32,
-        max_length: int | None = None,
+        document_length: int | None = None,
+        **deprecated: Any,
     ) -> Reranker:
+        """A reranker of `mode`; texts are cut at `document_length` tokens (None: the model's own limit);
+        `max_length=` is the old name of `document_length`."""
+        document_length = renamed(deprecated, "max_length", "document_length", document_length, None)
+        no_other_kwargs(deprecated, "Reranker.load")
         if mode not in RERANK_MODES:
             raise ParameterError("mode", f"{mode}: a reranker is one of {', '.join(RERANK_MODES)}")
         if batch_size <= 0:
@@ -68,14 +74,14 @@ class Reranker:
                 cross = CrossEncoder(
                     resolve_model_path(model),
                     device=device,
-                    max_length=max_length,
+                    max_length=document_length,  # CrossEncoder's own keyword
                     model_kwargs=model_kwargs(device, dtype),
                 )
             except (OSError, ValueError) as exc:
                 first = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
                 raise ParameterError("model", f"{model}: could not load a cross-encoder ({first})") from None
             return cls(mode, model, cross_encoder=cross, batch_size=batch_size)
-        encoder = load_encoder(model, mode, device=device, dtype=dtype, max_length=max_length)
+        encoder = load_encoder(model, mode, device=device, dtype=dtype, document_length=document_length)
         assert isinstance(encoder, (DenseEncoder, ColBERTEncoder))
         return cls(mode, encoder.name, encoder=encoder, batch_size=batch_size)
 

@@ -20,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from mbret.data.datasets import Corpus, doc_text
+from mbret.deprecation import no_other_kwargs, renamed
 from mbret.errors import MbretError, ParameterError
 from mbret.hardware import release_freed_memory
 from mbret.indexes import (
@@ -54,6 +55,14 @@ def fill_documents(hits: list[list[Hit]], index: Index) -> None:
             hit.title, hit.text, hit.metadata = document.title, document.text, dict(document.metadata)
 
 
+def colbert_markers(manifest: Manifest) -> tuple[str, str]:
+    """A ColBERT index's (query, document) markers: its `query_marker`/`document_marker`, or, in a manifest
+    written before those fields, the prompt fields that held them."""
+    if manifest.query_marker is not None or manifest.document_marker is not None:
+        return manifest.query_marker or "", manifest.document_marker or ""
+    return manifest.query_prompt or "", manifest.document_prompt or ""
+
+
 def check_mode(mode: str, index_type: str | None = None) -> str:
     """Validate a mode and index type pair; returns the index type (the mode's default if None)."""
     if mode not in MODES:
@@ -78,7 +87,6 @@ def load_encoder(
     mode: str = "dense",
     device: str | None = None,
     dtype: str | None = None,
-    max_length: int | None = None,
     query_length: int | None = None,
     document_length: int | None = None,
     seed: int = 0,
@@ -86,9 +94,14 @@ def load_encoder(
     document_prompt: str | None = None,
     query_expansion: bool | None = None,
     pool_factor: int | None = None,
+    **deprecated: Any,
 ) -> Encoder:
     """The encoder of a mode: prompts are dense-only (ColBERT uses its markers), and so are the query
-    length, document length and query expansion colbert-only; bm25 takes no model (texts pass through)."""
+    expansion and pooling colbert-only; both heads cut texts at `document_length` and `query_length` (dense:
+    queries default to the document length); bm25 takes no model (texts pass through). `max_length=` is the
+    old name of `document_length`."""
+    document_length = renamed(deprecated, "max_length", "document_length", document_length, None)
+    no_other_kwargs(deprecated, "load_encoder")
     check_mode(mode)
     if mode == "bm25":
         if model not in (None, BM25_MODEL):
@@ -114,7 +127,7 @@ def load_encoder(
             device=device,
             dtype=dtype,
             query_length=query_length,
-            document_length=document_length if document_length is not None else max_length,
+            document_length=document_length,
             seed=seed,
             query_expansion=query_expansion,
             pool_factor=pool_factor,
@@ -127,7 +140,8 @@ def load_encoder(
         model,
         device=device,
         dtype=dtype,
-        max_length=max_length,
+        document_length=document_length,
+        query_length=query_length,
         query_prompt=query_prompt,
         document_prompt=document_prompt,
     )
@@ -178,7 +192,6 @@ class Retriever:
         index_type: str | None = None,
         index_params: dict[str, Any] | None = None,
         batch_size: int = 64,
-        max_length: int | None = None,
         device: str | None = None,
         dtype: str | None = None,
         show_progress: bool = True,
@@ -189,10 +202,14 @@ class Retriever:
         query_expansion: bool | None = None,
         store_text: bool = True,
         pool_factor: int | None = None,
+        **deprecated: Any,
     ) -> Retriever:
         """Encode `corpus` and index it; the corpus is fully validated before this is called. The index's
         document store keeps each document's title, text and metadata (only ids and metadata when
-        `store_text` is False, for corpora too large to copy)."""
+        `store_text` is False, for corpora too large to copy). `max_length=` is the old name of
+        `document_length`."""
+        document_length = renamed(deprecated, "max_length", "document_length", document_length, None)
+        no_other_kwargs(deprecated, "Retriever.build")
         if isinstance(model, (DenseEncoder, ColBERTEncoder, TextEncoder)):
             encoder = model
             mode = "colbert" if isinstance(model, ColBERTEncoder) else "dense"
@@ -203,7 +220,6 @@ class Retriever:
                 mode,
                 device=device,
                 dtype=dtype,
-                max_length=max_length,
                 query_length=query_length,
                 document_length=document_length,
                 seed=seed,
@@ -331,12 +347,8 @@ class Retriever:
         if not cut:
             return None
         encoder = self.encoder
-        limit, flag = (
-            (encoder.query_length, "--query-length")
-            if isinstance(encoder, ColBERTEncoder)
-            else (encoder.max_length, "--max-length")
-        )
-        return f"{cut} of {len(queries)} queries are longer than {limit} tokens and were cut ({flag} raises it)"
+        limit = encoder.query_length
+        return f"{cut} of {len(queries)} queries are longer than {limit} tokens and were cut (query_length raises it)"
 
     def search(
         self,
@@ -409,7 +421,7 @@ class Retriever:
         if isinstance(encoder, ColBERTEncoder):
             prompts = encoder.prompts
             return Manifest(
-                kind={cls: kind for kind, cls in INDEX_CLASSES.items()}[type(self.index)],
+                kind=next(kind for kind, cls in INDEX_CLASSES.items() if cls is type(self.index)),  # its current kind
                 mode="colbert",
                 model=encoder.name,
                 dimension=encoder.dimension,
@@ -417,8 +429,8 @@ class Retriever:
                 max_length=encoder.document_length,
                 num_docs=len(self.index),
                 index_type=self.index.index_type,
-                query_prompt=prompts.get("query"),
-                document_prompt=prompts.get("document"),
+                query_marker=prompts.get("query"),
+                document_marker=prompts.get("document"),
                 query_length=encoder.query_length,
                 query_expansion=encoder.query_expansion,
                 document_length=encoder.document_length,
@@ -431,11 +443,13 @@ class Retriever:
             model=encoder.name,
             dimension=encoder.dimension,
             normalized=True,
-            max_length=encoder.max_length,
+            max_length=encoder.document_length,
             num_docs=len(self.index),
             index_type=self.index.index_type,
             query_prompt=encoder.query_prompt,
             document_prompt=encoder.document_prompt,
+            query_length=encoder.query_cut,
+            document_length=encoder.document_length,
         )
 
     def save(self, path: str | Path, replace: bool = False) -> None:
@@ -480,18 +494,18 @@ class Retriever:
                 document_length=manifest.document_length,
                 seed=manifest.seed or 0,
                 query_expansion=expansion,
-                markers=(manifest.query_prompt or "", manifest.document_prompt or ""),
+                markers=colbert_markers(manifest),
                 pool_factor=manifest.pool_factor,  # documents added later are pooled as the first were
             )
         else:
-            if query_expansion is not None or query_length is not None:
-                name = "query_expansion" if query_expansion is not None else "query_length"
-                raise ParameterError(name, f"applies to colbert indexes; {path} is a dense index")
+            if query_expansion is not None:
+                raise ParameterError("query_expansion", f"applies to colbert indexes; {path} is a dense index")
             encoder = DenseEncoder.load(
                 manifest.model,
                 device=device,
                 dtype=dtype,
-                max_length=manifest.max_length,
+                document_length=manifest.document_length or manifest.max_length,
+                query_length=query_length or manifest.query_length,
                 query_prompt=manifest.query_prompt,
                 document_prompt=manifest.document_prompt,
             )

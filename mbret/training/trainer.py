@@ -64,9 +64,9 @@ def _load_encoder(config: TrainConfig) -> Any:
         config.mode,
         device=config.device,
         dtype="float32",  # weights stay fp32; --bf16 trains under autocast
-        max_length=config.max_length,
         query_length=config.query_length,
-        document_length=config.document_length,
+        # a training config's max_length is the old name of its document_length
+        document_length=config.document_length if config.document_length is not None else config.max_length,
         seed=config.seed,
         query_expansion=expansion,
     )

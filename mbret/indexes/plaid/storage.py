@@ -1,5 +1,6 @@
-"""PLAID's files. A directory holds the codec (`centroids.npy`; `bucket_weights.npy`, the residual codebooks,
-or the scalar buckets' values beside their `bucket_cutoffs.npy`, see `codec.py`),
+"""PLAID's files. A directory holds the codec (`centroids.npy`; `codebook.npy`, the residual codebooks, or
+the scalar buckets' values beside their `bucket_cutoffs.npy`, see `codec.py`; indexes written before name
+that file's role `bucket_weights`),
 one set of files per chunk (`ROLE-CCCCC.npy` for each array of `Chunk`, and `doc_ids-CCCCC.json`, the
 chunk's doc ids), and the current generation's tombstones (`deleted-GGGGGG.npy`, the deleted documents'
 numbers). A chunk's files are written once; a save writes the chunks added since the last one, the
@@ -23,7 +24,8 @@ from mbret.indexes.plaid.codec import ResidualCodec
 from mbret.indexes.plaid.ivf import CHUNK_ARRAYS, Chunk, make_chunk
 from mbret.io import atomic_file, load_npy, save_npy
 
-CODEC_FILES = {"centroids": "centroids", "bucket_cutoffs": "cutoffs", "bucket_weights": "weights"}
+CODEC_FILES = {"centroids": "centroids", "bucket_cutoffs": "cutoffs", "codebook": "weights"}  # role: attribute
+OLD_ROLES = {"codebook": "bucket_weights"}  # the role's name in indexes written before it held codebooks
 
 
 def chunk_names(c: int) -> dict[str, str]:
@@ -100,11 +102,12 @@ def write_tombstones(directory: Path, gen: int, deleted: np.ndarray) -> dict[str
 def read_codec(files: dict[str, Path], nbits: int, avg_residual: float) -> ResidualCodec:
     import torch
 
-    arrays = [torch.from_numpy(load_npy(files[role], None)) for role in CODEC_FILES]
+    paths = [files[role] if role in files else files[OLD_ROLES.get(role, role)] for role in CODEC_FILES]
+    arrays = [torch.from_numpy(load_npy(path, None)) for path in paths]
     try:
         return ResidualCodec(*arrays, nbits, avg_residual)
     except MbretError as exc:
-        raise IndexFormatError(f"{files['bucket_weights']}: {exc}") from None
+        raise IndexFormatError(f"{paths[-1]}: {exc}") from None
 
 
 def _read_json(path: Path) -> object:
