@@ -215,8 +215,8 @@ def main() -> None:
     from mbret.data.datasets import load_beir_dir
     from mbret.data.query_sets import query_sets
     from mbret.hardware import cpu_has_native
-    from mbret.indexes import PlaidSearchParams
     from mbret.retrieval import Retriever
+    from mbret.types import SearchParams
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -288,7 +288,7 @@ def main() -> None:
                     for budget in [LADDER[i] for i in args.rungs] if args.rungs else LADDER:
                         if budget[3] < k:
                             continue
-                        row = qs.measure(plaid, k, params=PlaidSearchParams(*budget))
+                        row = qs.measure(plaid, k, search_params=SearchParams(*budget))
                         results[f"curve/{nbits}/{qs.name}/{k}/{budget}"] = row
                         print(f"curve nbits={nbits} {qs.name:<5} k={k:<3} {budget}: {row['diff']:+.4f} NDCG@10, "
                               f"recall@10 {row['recall@10']:.3f}, {row['qps']:.0f} q/s", flush=True)  # fmt: skip
@@ -319,9 +319,9 @@ def main() -> None:
             for probe, threshold, candidates, budget in K10_LADDER:
                 # k=10 reads the k <= 10 budget at nbits 2 and the k <= 100 one at nbits 4 (`budget_k`)
                 plaid_search.FULL_SCORE_BUDGET.update({10: budget, 100: budget})
-                params = PlaidSearchParams(probe, threshold, candidates)
+                settings = SearchParams(probe, threshold, candidates)
                 for qs in sets.values():
-                    row = qs.measure(plaid, 10, params=params)
+                    row = qs.measure(plaid, 10, search_params=settings)
                     results[f"k10/{nbits}/{seed}/{qs.name}/{(probe, threshold, candidates, budget)}"] = row
                     print(f"k10 nbits={nbits} seed={seed} {qs.name:<5} ({probe}, {threshold}, {candidates}, "
                           f"{budget}): {row['diff']:+.4f} NDCG@10, recall@10 {row['recall@10']:.3f}, "

@@ -16,11 +16,12 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from mbret.errors import MbretError, ParameterError
-from mbret.types import Document, Hit
+from mbret.types import Document, Hit, SearchParams
 
 
 class ServiceError(MbretError):
@@ -75,16 +76,30 @@ class Client:
         params: Sequence[Any] = (),
         ids: Iterable[str] | None = None,
         return_documents: bool = False,
+        search_params: SearchParams | None = None,
         **search_options: Any,
     ) -> list[list[Hit]]:
-        """Top-k hits per query, as `Retriever.search` returns them; `search_options` are PLAID's
-        (`n_ivf_probe`, `centroid_score_threshold`, `n_candidates`, `n_full_scores`)."""
+        """Top-k hits per query, as `Retriever.search` returns them; `search_params` set this request's
+        search settings (sent as the request's fields of the same names). The settings given one by one as
+        keywords (`n_ivf_probe=4`) are deprecated."""
+        if search_options:
+            warnings.warn(
+                "Client.search(n_ivf_probe=..., ...) is deprecated; pass search_params=SearchParams(...)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            unknown = sorted(set(search_options) - set(SearchParams.names()))
+            if unknown:
+                raise TypeError(f"Client.search() got an unexpected keyword argument {unknown[0]!r}")
+            old = SearchParams(**{name: v for name, v in search_options.items() if v is not None})
+            search_params = old if search_params is None else search_params.over(old)
         body: dict[str, Any] = {"queries": list(queries), "k": k, "return_documents": return_documents}
         if where is not None:
             body["where"], body["params"] = where, list(params)
         if ids is not None:
             body["ids"] = list(ids)
-        body.update({name: value for name, value in search_options.items() if value is not None})
+        if search_params is not None:
+            body.update(search_params.given())
         answer = self._request("POST", f"/indexes/{self._name(index)}/search", body)
         return [
             [Hit(h["doc_id"], h["score"], h.get("title"), h.get("text"), h.get("metadata") or {}) for h in row]

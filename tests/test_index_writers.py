@@ -186,7 +186,8 @@ def _plaid_manifest() -> Manifest:
 def test_threads_search_a_plaid_index_while_another_writes(tmp_path: Path) -> None:
     import torch
 
-    from mbret.indexes import PlaidIndex, PlaidSearchParams
+    from mbret.indexes import PlaidIndex
+    from mbret.types import SearchParams
 
     torch_threads = torch.get_num_threads()
     g = torch.Generator().manual_seed(0)
@@ -206,8 +207,8 @@ def test_threads_search_a_plaid_index_while_another_writes(tmp_path: Path) -> No
     # same codec that scores every document of every version gives each hit's true score
     reference, _ = PlaidIndex.load(tmp_path / "a")
     reference.add(extra_ids, extra)
-    everything = PlaidSearchParams(n_ivf_probe=64, centroid_score_threshold=-1.0, n_candidates=500, n_full_scores=500)
-    truth = [dict(hits) for hits in reference.search(queries, k=500, params=everything)]
+    everything = SearchParams(n_ivf_probe=64, centroid_score_threshold=-1.0, n_candidates=500, n_full_scores=500)
+    truth = [dict(hits) for hits in reference.search(queries, k=500, search_params=everything)]
 
     deleted: set[str] = set()
     stop = threading.Event()

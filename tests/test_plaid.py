@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from mbret.errors import IndexFormatError
-from mbret.indexes import ExactMaxSimIndex, Manifest, PlaidIndex, PlaidSearchParams, load_index
-from mbret.indexes.plaid import ResidualCodec, pack_bits, unpack_bits
+from mbret.indexes import ExactMaxSimIndex, Manifest, PlaidIndex, load_index
+from mbret.indexes.plaid import ResidualCodec, full_scores, pack_bits, resolve_budgets, unpack_bits
+from mbret.types import SearchParams
 
 
 def _corpus(n_docs: int = 1500, dim: int = 128, seed: int = 0) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -170,21 +171,22 @@ def test_plaid_finds_what_exact_maxsim_finds(
 
 
 def test_search_defaults_follow_k() -> None:
-    small, mid, large = (PlaidSearchParams().resolved(k) for k in (10, 100, 1000))
+    small, mid, large = (resolve_budgets(None, k) for k in (10, 100, 1000))
     assert (small.n_ivf_probe, small.centroid_score_threshold, small.n_candidates) == (1, 0.5, 256)
     assert (mid.n_ivf_probe, mid.centroid_score_threshold, mid.n_candidates) == (2, 0.45, 1024)
     assert (large.n_ivf_probe, large.centroid_score_threshold, large.n_candidates) == (4, 0.4, 4096)
     # fully scored documents: a budget of query tokens x documents, so short queries get more of them
-    assert [small.full_scores(10, n) for n in (4, 9, 21, 116)] == [256, 227, 97, 64]
-    assert [mid.full_scores(100, n) for n in (9, 21, 116)] == [455, 195, 100]
-    assert large.full_scores(1000, 21) == 1950 and large.full_scores(1000, 1) == 4096
-    custom = PlaidSearchParams(n_ivf_probe=8, n_full_scores=7).resolved(10)
-    assert custom.n_ivf_probe == 8 and custom.n_candidates == 256 and custom.full_scores(10, 3) == 7
+    assert [full_scores(small, 10, n) for n in (4, 9, 21, 116)] == [256, 227, 97, 64]
+    assert [full_scores(mid, 100, n) for n in (9, 21, 116)] == [455, 195, 100]
+    assert full_scores(large, 1000, 21) == 1950 and full_scores(large, 1000, 1) == 4096
+    custom = resolve_budgets(SearchParams(n_ivf_probe=8, n_full_scores=7, nprobe=3), 10)
+    assert custom.n_ivf_probe == 8 and custom.n_candidates == 256 and full_scores(custom, 10, 3) == 7
+    assert custom.nprobe is None  # another index type's setting is not PLAID's
     # at nbits 4 and 8 a k <= 10 search takes the k <= 100 budgets (stages 2-3 decide there, not the codec)
-    fine = PlaidSearchParams().resolved(10, nbits=4)
+    fine = resolve_budgets(SearchParams(), 10, nbits=4)
     assert (fine.n_ivf_probe, fine.centroid_score_threshold, fine.n_candidates) == (2, 0.45, 1024)
-    assert [fine.full_scores(10, n, nbits=4) for n in (9, 21, 116)] == [455, 195, 64]
-    assert PlaidSearchParams().resolved(10, nbits=2) == small and PlaidSearchParams().resolved(100, 8) == mid
+    assert [full_scores(fine, 10, n, nbits=4) for n in (9, 21, 116)] == [455, 195, 64]
+    assert resolve_budgets(None, 10, nbits=2) == small and resolve_budgets(None, 100, 8) == mid
 
 
 def test_build_is_deterministic(corpus: tuple[list[torch.Tensor], list[torch.Tensor]]) -> None:

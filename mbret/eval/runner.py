@@ -14,11 +14,11 @@ from mbret.deprecation import no_other_kwargs, renamed
 from mbret.errors import MbretError, ParameterError
 from mbret.eval.manifest import library_versions, run_manifest
 from mbret.eval.metrics import DEFAULT_METRICS, drop_identical_ids, evaluate_run
-from mbret.indexes import PlaidSearchParams
 from mbret.io import atomic_file, write_json_atomic
 from mbret.retrieval.fusion import FusedRetriever
 from mbret.retrieval.rerank import Reranker
 from mbret.retrieval.retriever import Retriever
+from mbret.types import SearchParams
 
 
 @dataclass
@@ -83,7 +83,7 @@ def evaluate(
     query_expansion: bool | None = None,
     pool_factor: int | None = None,
     index_params: dict[str, Any] | None = None,
-    search_params: PlaidSearchParams | None = None,
+    search_params: SearchParams | None = None,
     manifest: dict[str, Any] | None = None,
     with_manifest: bool = True,
     where: str | None = None,
@@ -105,6 +105,9 @@ def evaluate(
     A given `retriever` is left as it was: `batch_size` (and `search_params`) hold for this evaluation's
     search only, as arguments of the call, never set on the retriever; so one retriever may be evaluated
     with one setting after another, or from several threads at once.
+
+    `search_params` set the search settings of this run's searches (over the retriever's defaults; the
+    retriever is not changed), recorded in the settings as `search_params`.
     """
     from mbret.eval.metrics import parse_metric
 
@@ -134,13 +137,19 @@ def evaluate(
             pool_factor=pool_factor,
         )
         timings.update(retriever.timings)
-    if search_params is not None:
-        retriever.configure_search(search_params)
     qids = list(dataset.queries)
     extra = 0 if keep_identical_ids else 1  # BEIR asks for one more hit when it drops identical ids
     texts = [dataset.queries[q] for q in qids]
     cut = retriever.count_cut_queries(texts)
-    hits = retriever.search(texts, k=depth + extra, where=where, params=params, ids=ids, batch_size=batch_size)
+    hits = retriever.search(
+        texts,
+        k=depth + extra,
+        where=where,
+        params=params,
+        ids=ids,
+        search_params=search_params,
+        batch_size=batch_size,
+    )
     timings["encode_queries_s"] = retriever.timings["encode_queries_s"]
     timings["search_s"] = retriever.timings["search_s"]
     run = {qid: {h.doc_id: h.score for h in row} for qid, row in zip(qids, hits)}
@@ -152,6 +161,7 @@ def evaluate(
     common = {
         "batch_size": batch_size,
         "depth": depth,
+        "search_params": used.given() if (used := retriever.settings_for(search_params)) else None,
         "keep_identical_ids": keep_identical_ids,
         "queries_cut": cut,
         "queries_cut_note": retriever.cut_queries_note(texts, cut),

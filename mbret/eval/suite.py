@@ -26,11 +26,11 @@ from mbret.eval.paper import citation, guess_paper_model, paper_value
 from mbret.eval.registry import REGISTRY, DatasetSpec, Suite
 from mbret.eval.runner import evaluate
 from mbret.eval.sources import load_spec
-from mbret.indexes import PlaidSearchParams
 from mbret.io import write_json_atomic
 from mbret.retrieval.colbert import ColBERTEncoder
 from mbret.retrieval.dense import DenseEncoder
 from mbret.retrieval.retriever import Retriever, check_mode, load_encoder
+from mbret.types import SearchParams
 
 SUMMARY_FILE = "results.json"
 
@@ -43,7 +43,7 @@ class SuiteOptions:
     mode: str = "dense"
     index_type: str | None = None
     index_params: dict[str, Any] = field(default_factory=dict)
-    search_params: PlaidSearchParams | None = None
+    search_params: SearchParams | None = None  # per-call search settings for every dataset's searches
     metrics: tuple[str, ...] = DEFAULT_METRICS
     batch_size: int = 64
     device: str | None = None
@@ -99,7 +99,7 @@ def _run_key(
         "mode": options.mode,
         "index_type": index_type,
         "index_params": options.index_params,
-        "search_params": vars(options.search_params) if options.search_params else None,
+        "search_params": options.search_params.given() if options.search_params else None,
         "lengths": lengths["used"],
         "query_expansion": options.query_expansion,
         "conventions": spec.conventions(),
@@ -139,7 +139,7 @@ def run_suite(
         "mode": options.mode,
         "index_type": index_type,
         "index_params": options.index_params,
-        "search_params": vars(options.search_params) if options.search_params else None,
+        "search_params": options.search_params.given() if options.search_params else None,
         "query_expansion": getattr(encoder, "query_expansion", None),
         "batch_size": options.batch_size,
         "metrics": list(options.metrics),

@@ -17,8 +17,9 @@ from mbret.indexes.base import Manifest, check_compatible, load_committed, read_
 from mbret.indexes.bm25 import Bm25Index
 from mbret.indexes.faiss_index import INDEX_TYPES, FaissIndex, default_params
 from mbret.indexes.maxsim import ExactIndex, ExactMaxSimIndex
-from mbret.indexes.plaid import PlaidIndex, PlaidSearchParams
+from mbret.indexes.plaid import PLAID_SETTINGS, PlaidIndex, PlaidSearchParams
 from mbret.indexes.store import Document, DocumentStore
+from mbret.types import SearchParams
 
 INDEX_TYPES_BY_MODE = {"dense": INDEX_TYPES, "colbert": ("plaid", "exact"), "bm25": ("bm25",)}
 
@@ -28,10 +29,14 @@ class Index(Protocol):
     False only for an index that wants `train(sample, num_tokens=...)` on a sample of its corpus first
     (`sample_documents(num_docs, tokens_per_doc)` says which documents to draw). Each document's title,
     text and metadata live in `documents` (SQLite, saved with the vectors at the same generation), and a
-    search may be filtered by metadata (`where`, `params`) and by ids (`ids`)."""
+    search may be filtered by metadata (`where`, `params`: the values of its `?`) and by ids (`ids`).
+    `search_params` (`SearchParams`) set that search's own settings: an index reads those it names in
+    `search_settings` (PLAID's budgets, FAISS's `nprobe` or `ef_search`) over its defaults, and ignores the
+    rest, so one `SearchParams` serves a fused search of several index types."""
 
     dimension: int
     index_type: str
+    search_settings: tuple[str, ...]
 
     def __len__(self) -> int: ...
     def __contains__(self, doc_id: object) -> bool: ...
@@ -51,6 +56,7 @@ class Index(Protocol):
         where: str | None = None,
         params: Sequence[Any] = (),
         ids: Iterable[str] | None = None,
+        search_params: SearchParams | None = None,
     ) -> list[list[tuple[str, float]]]: ...
     def select(
         self, where: str | None = None, params: Sequence[Any] = (), ids: Iterable[str] | None = None
@@ -73,15 +79,15 @@ INDEX_CLASSES: dict[str, type] = {
 
 
 def new_index(mode: str, index_type: str, dimension: int, params: dict[str, Any] | None = None) -> Index:
-    """An empty index for `mode` ("dense"/"colbert"/"bm25") and `index_type` (`INDEX_TYPES_BY_MODE`)."""
+    """An empty index for `mode` ("dense"/"colbert"/"bm25") and `index_type` (`INDEX_TYPES_BY_MODE`).
+    Search settings among `params` (PLAID's budgets; FAISS's `nprobe`, `ef_search`) become the index's
+    defaults, saved in its manifest; a search's own `search_params` override them for that search."""
     params = dict(params or {})
     if mode == "bm25":
         return Bm25Index(params)
     if mode == "colbert" and index_type == "plaid":
-        search = PlaidSearchParams(
-            **{f: params.pop(f) for f in list(params) if f in PlaidSearchParams.__dataclass_fields__}
-        )
-        return PlaidIndex(dimension, search=search, **params)
+        defaults = SearchParams(**{name: params.pop(name) for name in list(params) if name in PLAID_SETTINGS})
+        return PlaidIndex(dimension, search_params=defaults, **params)
     if mode == "colbert":
         return ExactIndex(dimension)
     return FaissIndex(dimension, index_type, params)
@@ -110,6 +116,7 @@ __all__ = [
     "Manifest",
     "PlaidIndex",
     "PlaidSearchParams",
+    "SearchParams",
     "check_compatible",
     "default_params",
     "load_index",

@@ -313,6 +313,17 @@ def save_generation(
         return Origin(manifest.index_id, manifest.generation)
 
 
+def refuse_settings_as_filter(where: object, params: object) -> None:
+    """`where` and `params` are a filter's condition and the values of its `?`: a `SearchParams` given there
+    (as older PLAID searches took it) is refused with the keyword it belongs to, not misread as a filter."""
+    from mbret.errors import ParameterError
+    from mbret.types import SearchParams
+
+    for name, value in (("where", where), ("params", params)):
+        if isinstance(value, SearchParams):
+            raise ParameterError(name, "takes a filter, not search settings; pass them as search_params=")
+
+
 class StableDocIds:
     """Doc ids of an index: a document's internal id is its position in `doc_ids`, given on add and never
     reused or renumbered (but by a compaction); a deleted document leaves `None` in its place. Each
@@ -403,6 +414,7 @@ class StableDocIds:
         """The internal ids a filtered search may return, ascending: the live documents whose metadata
         satisfies `where` (SQLite syntax, `?` for each of `params`; see `mbret.indexes.filters`) and that
         are among `ids`; None when neither is given (no filter)."""
+        refuse_settings_as_filter(where, params)
         if where is None and ids is None:
             if params:
                 raise ParameterError("params", "values for the ? of where, given without where")

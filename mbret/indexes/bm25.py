@@ -30,6 +30,7 @@ import numpy as np
 from mbret.errors import IndexFormatError, MbretError, ParameterError
 from mbret.indexes.base import Manifest, ReadWriteLock, StableDocIds, Stored, origin_of, read_manifest
 from mbret.io import atomic_file, load_npy, save_npy
+from mbret.types import SearchParams
 
 METHODS = ("lucene", "robertson", "atire", "bm25l", "bm25+")
 DEFAULT_PARAMS: dict[str, Any] = {
@@ -94,6 +95,7 @@ class Bm25Index(StableDocIds, Stored):
     takes query texts."""
 
     index_type = "bm25"
+    search_settings: tuple[str, ...] = ()  # the `SearchParams` a search reads: none
     dimension = 0
     is_trained = True  # nothing to sample beforehand
 
@@ -187,9 +189,11 @@ class Bm25Index(StableDocIds, Stored):
         where: str | None = None,
         params: Sequence[Any] = (),
         ids: Iterable[str] | None = None,
+        search_params: SearchParams | None = None,
     ) -> list[list[tuple[str, float]]]:
         """Top-k (doc id, BM25 score) per query text, best first (ties by internal id); only documents that
-        share a term with the query, and with a filter only those it selects."""
+        share a term with the query, and with a filter only those it selects. BM25 scores every matching
+        document exactly: `search_params` is accepted and ignored."""
         if k <= 0:
             raise MbretError(f"-k {k}: must be a positive integer")
         if isinstance(queries, str) or any(not isinstance(q, str) for q in queries):

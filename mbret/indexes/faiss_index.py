@@ -34,8 +34,10 @@ from mbret.indexes.base import (
 )
 from mbret.indexes.parts import read_part
 from mbret.io import atomic_file
+from mbret.types import SearchParams
 
 INDEX_TYPES = ("flat", "hnsw", "ivfpq")
+SEARCH_SETTINGS = {"flat": (), "hnsw": ("ef_search",), "ivfpq": ("nprobe",)}  # the `SearchParams` each reads
 EXACT_SUBSET_DOCS = 4096  # HNSW: a filter matching this few documents scores them exactly instead (--sweep)
 
 
@@ -70,6 +72,11 @@ class FaissIndex(StableDocIds, Stored):
         self._changing = threading.RLock()  # one change or save at a time
 
     _keep_on_refresh = ("_rw", "_changing")
+
+    @property
+    def search_settings(self) -> tuple[str, ...]:
+        """The `SearchParams` a search of this index reads: `nprobe` (ivfpq), `ef_search` (hnsw), none (flat)."""
+        return SEARCH_SETTINGS[self.index_type]
 
     # -- building ------------------------------------------------------------------------------------
     is_trained = True  # IVF-PQ trains on its first add; nothing to sample beforehand
@@ -146,19 +153,25 @@ class FaissIndex(StableDocIds, Stored):
             return len(internal)
 
     # -- search --------------------------------------------------------------------------------------
-    def _search_params(self, subset: np.ndarray | None = None, exhaustive: bool = False) -> Any:
+    def _search_params(
+        self, subset: np.ndarray | None = None, exhaustive: bool = False, settings: SearchParams | None = None
+    ) -> Any:
         """FAISS search parameters: an ID selector for a filter's `subset` (live ids only) or, without
         one, for HNSW's deleted ids; `exhaustive` probes every IVF list (a filtered search that came back
-        short)."""
+        short). HNSW's efSearch and IVF's nprobe are `settings`' where set, else the index's own (`params`,
+        from its build): FAISS takes them per call here, so the index object never changes and concurrent
+        searches with different settings do not meet."""
+        settings = settings or SearchParams()
         selector = None
         if subset is not None:
             selector = self._subset_selector(subset)
         elif self._tombstones:
             selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(np.fromiter(self._tombstones, dtype=np.int64)))
         if self.index_type == "hnsw":
-            return faiss.SearchParametersHNSW(sel=selector, efSearch=int(self.params["ef_search"]))
+            ef_search = int(settings.ef_search or self.params["ef_search"])
+            return faiss.SearchParametersHNSW(sel=selector, efSearch=ef_search)
         if self.index_type == "ivfpq":
-            nprobe = int(self.params["nlist"]) if exhaustive else int(self.params["nprobe"])
+            nprobe = int(self.params["nlist"]) if exhaustive else int(settings.nprobe or self.params["nprobe"])
             return faiss.SearchParametersIVF(sel=selector, nprobe=nprobe)
         return faiss.SearchParameters(sel=selector) if selector is not None else None
 
@@ -182,11 +195,15 @@ class FaissIndex(StableDocIds, Stored):
         where: str | None = None,
         params: Sequence[Any] = (),
         ids: Iterable[str] | None = None,
+        search_params: SearchParams | None = None,
     ) -> list[list[tuple[str, float]]]:
         """Top-k (doc id, score) per query, best first; with a filter (`select`: `where`, `params`, `ids`)
         among the matching documents only, through FAISS's ID selectors inside the search. A filtered
         search returns k hits whenever k documents match: an approximate index (HNSW, IVF-PQ) that comes
-        back short searches again exhaustively among the matches."""
+        back short searches again exhaustively among the matches.
+
+        `search_params`: `nprobe` (ivfpq) or `ef_search` (hnsw) for this call only, over the index's own
+        (its build's `nprobe`/`ef_search`, saved in the manifest); other settings are ignored."""
         if k <= 0:
             raise MbretError(f"-k {k}: must be a positive integer")
         queries = np.ascontiguousarray(queries, dtype=np.float32)
@@ -200,7 +217,7 @@ class FaissIndex(StableDocIds, Stored):
             want = min(k, available)
             if subset is not None and self.index_type == "hnsw" and len(subset) <= EXACT_SUBSET_DOCS:
                 return self._subset_exact(queries, subset, want)
-            scores, found = self.index.search(queries, want, params=self._search_params(subset))
+            scores, found = self.index.search(queries, want, params=self._search_params(subset, False, search_params))
             results = [self._hits(s, f) for s, f in zip(scores, found)]
             short = [i for i, hits in enumerate(results) if len(hits) < want]
             if subset is not None and short:

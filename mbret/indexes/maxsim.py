@@ -39,6 +39,7 @@ from mbret.indexes.base import (
 from mbret.indexes.kernels import max_per_segment, token_groups
 from mbret.indexes.parts import read_part
 from mbret.io import atomic_file
+from mbret.types import SearchParams
 
 SORT_WINDOW = 4096  # documents sorted by length together for scoring (see ExactIndex._plan)
 CPU_CHUNK_TOKENS = 1024  # padded document tokens scored at once on CPU (see ExactIndex.search)
@@ -117,6 +118,7 @@ class ExactIndex(StableDocIds, Stored):
     def __init__(self, dimension: int) -> None:
         self.dimension = dimension
         self.index_type = "exact"
+        self.search_settings: tuple[str, ...] = ()  # the `SearchParams` a search reads: none
         self.params: dict[str, int] = {}
         self._init_ids()
         self._chunks: list[np.ndarray] = []  # float16 (tokens, dim) arrays, appended per add
@@ -291,15 +293,17 @@ class ExactIndex(StableDocIds, Stored):
         self,
         queries: Sequence[torch.Tensor],
         k: int = 10,
-        chunk_tokens: int | None = None,
-        query_block: int | None = None,
-        screen: bool | None = None,
         where: str | None = None,
         params: Sequence[Any] = (),
         ids: Iterable[str] | None = None,
+        search_params: SearchParams | None = None,
+        chunk_tokens: int | None = None,
+        query_block: int | None = None,
+        screen: bool | None = None,
     ) -> list[list[tuple[str, float]]]:
         """Top-k (doc id, MaxSim score) per query, best first, over all live documents (`_search`), or with
-        a filter (`select`: `where`, `params`, `ids`) over the matching ones only: only they are scored."""
+        a filter (`select`: `where`, `params`, `ids`) over the matching ones only: only they are scored.
+        Exact search has no settings to trade quality for speed: `search_params` is accepted and ignored."""
         with self._rw.read():
             subset = self.select(where, params, ids)
             return self._search(queries, k, chunk_tokens, query_block, screen, subset)

@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mbret.errors import MbretError, ParameterError
-from mbret.indexes import PlaidIndex, PlaidSearchParams
 from mbret.retrieval.retriever import Hit, Retriever, fill_documents
+from mbret.types import SearchParams
 
 FUSIONS = ("rrf", "linear")
 RRF_K = 60
@@ -81,7 +82,9 @@ def fuse(
 
 @dataclass
 class FusedRetriever:
-    """Several retrievers over one corpus, searched together and fused (`fuse`)."""
+    """Several retrievers over one corpus, searched together and fused (`fuse`). `search_params` are the
+    default search settings given to every index's search (each reads its own type's and ignores the rest),
+    under each search's own."""
 
     retrievers: list[Retriever]
     fusion: str = "rrf"
@@ -89,6 +92,7 @@ class FusedRetriever:
     fusion_depth: int = DEFAULT_DEPTH
     rrf_k: int = RRF_K
     paths: list[str] = field(default_factory=list)  # where each retriever's index was loaded from
+    search_params: SearchParams | None = None
     # per-thread `timings`: threads may search one FusedRetriever at once, as one Retriever
     _local: threading.local = field(default_factory=threading.local, init=False, repr=False, compare=False)
 
@@ -112,6 +116,7 @@ class FusedRetriever:
         device: str | None = None,
         dtype: str | None = None,
         batch_size: int = 64,
+        search_params: SearchParams | None = None,
     ) -> FusedRetriever:
         """Load each index with its own model; refuses indexes that do not hold the same documents."""
         if len(paths) < 2:
@@ -126,7 +131,14 @@ class FusedRetriever:
                     "paths",
                     f"{path}: holds other documents than {paths[0]} (e.g. {extra!r}); fuse indexes of one corpus",
                 )
-        return cls(retrievers, fusion=fusion, alpha=alpha, fusion_depth=fusion_depth, paths=[str(p) for p in paths])
+        return cls(
+            retrievers,
+            fusion=fusion,
+            alpha=alpha,
+            fusion_depth=fusion_depth,
+            paths=[str(p) for p in paths],
+            search_params=search_params,
+        )
 
     @property
     def timings(self) -> dict[str, float]:
@@ -154,13 +166,19 @@ class FusedRetriever:
         for retriever in self.retrievers:
             retriever.batch_size = value
 
-    def configure_search(self, params: PlaidSearchParams) -> None:
-        """PLAID's search options go to the PLAID indexes among the fused ones."""
-        plaid = [r for r in self.retrievers if isinstance(r.index, PlaidIndex)]
-        if not plaid and any(v is not None for v in vars(params).values()):
-            raise MbretError("PLAID search options apply to --index-type plaid indexes only")
-        for retriever in plaid:
-            retriever.configure_search(params)
+    def configure_search(self, params: SearchParams) -> None:
+        """Deprecated: pass `search_params` to `search` (or set `FusedRetriever.search_params`). This sets
+        `params` over those defaults."""
+        warnings.warn(
+            "FusedRetriever.configure_search is deprecated; pass search_params= to search()",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        self.search_params = params.over(self.search_params)
+
+    def settings_for(self, search_params: SearchParams | None = None) -> SearchParams | None:
+        """The settings given to each index for a search with `search_params`: those over the defaults."""
+        return self.search_params if search_params is None else search_params.over(self.search_params)
 
     def count_cut_queries(self, queries: Sequence[str]) -> int:
         return max(r.count_cut_queries(queries) for r in self.retrievers)
@@ -177,16 +195,19 @@ class FusedRetriever:
         params: Sequence[Any] = (),
         ids: Iterable[str] | None = None,
         return_documents: bool = False,
+        search_params: SearchParams | None = None,
         batch_size: int | None = None,
     ) -> list[list[Hit]]:
         """The fused top-k hits per query: every index searched `fusion_depth` deep (at least k) with the same
-        filter, then fused. `return_documents` fills the hits from the first index's document store."""
+        filter and the same `search_params` (over `FusedRetriever.search_params`), then fused.
+        `return_documents` fills the hits from the first index's document store."""
         if k <= 0:
             raise MbretError(f"-k {k}: must be a positive integer")
         if ids is not None:
             ids = list(ids)
         encode = search = 0.0
         runs = []
+        settings = self.settings_for(search_params)
         for retriever in self.retrievers:
             hits = retriever.search(
                 queries,
@@ -195,6 +216,7 @@ class FusedRetriever:
                 where=where,
                 params=params,
                 ids=ids,
+                search_params=settings,
                 batch_size=batch_size,
             )
             runs.append([[(h.doc_id, h.score) for h in row] for row in hits])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,6 @@ from mbret.indexes import (
     Index,
     Manifest,
     PlaidIndex,
-    PlaidSearchParams,
     check_compatible,
     load_index,
     new_index,
@@ -39,7 +39,7 @@ from mbret.retrieval.backbone import model_identity
 from mbret.retrieval.colbert import ColBERTEncoder
 from mbret.retrieval.dense import DenseEncoder
 from mbret.retrieval.lexical import BM25_MODEL, TextEncoder
-from mbret.types import Hit
+from mbret.types import Hit, SearchParams
 
 MODES = ("dense", "colbert", "bm25")
 CHUNK_DOCS = 2048  # ColBERT documents encoded and indexed at a time: bounds peak memory
@@ -157,6 +157,9 @@ class Retriever:
     `recluster`, `refresh`, `save`) and changes to its attributes (`search_params`, `batch_size`) need one
     writer and no searches at the time; searches may go on while the index alone is written, as its own
     locks give each search one version whole.
+
+    `search_params` (`SearchParams`, optional) are this retriever's default search settings: each search's
+    own `search_params` override them field by field, and what both leave unset takes the index's defaults.
     """
 
     encoder: Encoder
@@ -164,6 +167,7 @@ class Retriever:
     batch_size: int = 64
     # per-thread state (`timings`), so threads searching one Retriever never write to a shared dict
     _local: threading.local = field(default_factory=threading.local, init=False, repr=False, compare=False)
+    search_params: SearchParams | None = None
 
     def __post_init__(self) -> None:
         # ColBERT indexes score where the model runs: MaxSim on the GPU when the encoder is there
@@ -324,16 +328,19 @@ class Retriever:
             raise ParameterError("recluster", f"applies to plaid indexes only, not {self.index_type}")
         self.index.recluster()
 
-    def configure_search(self, params: PlaidSearchParams) -> None:
-        """Override PLAID's search knobs (those left None keep their saved or k-dependent defaults)."""
-        if not isinstance(self.index, PlaidIndex):
-            if any(v is not None for v in vars(params).values()):
-                raise MbretError("PLAID search options apply to --index-type plaid indexes only")
-            return
-        saved = vars(self.index.search_params)
-        self.index.search_params = PlaidSearchParams(
-            **{name: value if value is not None else saved[name] for name, value in vars(params).items()}
+    def configure_search(self, params: SearchParams) -> None:
+        """Deprecated: pass `search_params` to `search` (or set `Retriever.search_params`, the defaults
+        each search's own override). This sets `params` over those defaults."""
+        warnings.warn(
+            "Retriever.configure_search is deprecated; pass search_params= to search()",
+            DeprecationWarning,
+            stacklevel=2,
         )
+        self.search_params = params.over(self.search_params)
+
+    def settings_for(self, search_params: SearchParams | None = None) -> SearchParams | None:
+        """The settings a search with `search_params` runs with: those over this retriever's defaults."""
+        return self.search_params if search_params is None else search_params.over(self.search_params)
 
     def count_cut_queries(self, queries: Sequence[str]) -> int:
         """How many of `queries` are longer than the encoder takes (a ColBERT head's `query_length`, a dense
@@ -359,6 +366,7 @@ class Retriever:
         params: Sequence[Any] = (),
         ids: Iterable[str] | None = None,
         return_documents: bool = False,
+        search_params: SearchParams | None = None,
         batch_size: int | None = None,
     ) -> list[list[Hit]]:
         """Top-k hits per query, best first.
@@ -367,7 +375,9 @@ class Retriever:
         metadata fields, a `?` for each of `params`: `where="year >= ? AND venue = ?", params=[2020, "ACL"]`)
         and that are among `ids`; every index applies it inside its search and returns k hits whenever k
         documents match. `return_documents` fills each hit's title, text and metadata from the store.
-        `batch_size` is how many queries are encoded at a time in this call (the retriever's own if None)."""
+        `batch_size` is how many queries are encoded at a time in this call (the retriever's own if None).
+        `search_params` set this call's search settings (PLAID's budgets, FAISS's `nprobe`/`ef_search`) over
+        the retriever's `search_params` and the index's defaults; settings the index does not read are ignored."""
         if ids is not None:
             ids = list(ids)
         if where is not None:  # refuse a bad condition before encoding anything
@@ -378,7 +388,13 @@ class Retriever:
         )
         self.timings["encode_queries_s"] = time.perf_counter() - start
         return self.search_embeddings(
-            embeddings, k, where=where, params=params, ids=ids, return_documents=return_documents
+            embeddings,
+            k,
+            where=where,
+            params=params,
+            ids=ids,
+            return_documents=return_documents,
+            search_params=search_params,
         )
 
     def search_embeddings(
@@ -389,16 +405,14 @@ class Retriever:
         params: Sequence[Any] = (),
         ids: Iterable[str] | None = None,
         return_documents: bool = False,
-        **search_options: Any,
+        search_params: SearchParams | None = None,
     ) -> list[list[Hit]]:
         """`search` for queries already encoded by this retriever's encoder (a service batches the
-        encoding of many requests, then searches each request's queries with its own k and filter).
-        `search_options` go to the index's search (PLAID's `search_params`)."""
+        encoding of many requests, then searches each request's queries with its own k, filter and
+        `search_params`)."""
         start = time.perf_counter()
-        if where is None and ids is None:
-            results = self.index.search(embeddings, k, **search_options)
-        else:
-            results = self.index.search(embeddings, k, where=where, params=params, ids=ids, **search_options)
+        settings = self.settings_for(search_params)
+        results = self.index.search(embeddings, k, where=where, params=params, ids=ids, search_params=settings)
         self.timings["search_s"] = time.perf_counter() - start
         hits = [[Hit(doc_id, score) for doc_id, score in row] for row in results]
         if return_documents:
@@ -466,8 +480,10 @@ class Retriever:
         batch_size: int = 64,
         query_expansion: bool | None = None,
         query_length: int | None = None,
+        search_params: SearchParams | None = None,
     ) -> Retriever:
         """Reload an index with the model it was built with; a different `model` is refused.
+        `search_params` become the retriever's default search settings (`Retriever.search_params`).
 
         A ColBERT index's queries are encoded as its manifest says (markers, query expansion, query length);
         `query_expansion` and `query_length` override that (they change queries only, never the documents).
@@ -510,4 +526,4 @@ class Retriever:
                 document_prompt=manifest.document_prompt,
             )
         check_compatible(manifest, dimension=encoder.dimension, where=path)
-        return cls(encoder=encoder, index=index, batch_size=batch_size)
+        return cls(encoder=encoder, index=index, batch_size=batch_size, search_params=search_params)

@@ -24,12 +24,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mbret.errors import MbretError, ParameterError
 from mbret.indexes.info import index_info
-from mbret.indexes.plaid import PlaidSearchParams
 from mbret.serve.config import ServeConfig, read_api_key
 from mbret.serve.service import ServedIndex, ServeError, load_indexes
+from mbret.types import SearchParams
 
 Scalar = str | int | float | bool | None
-PLAID_OPTIONS = tuple(PlaidSearchParams.__dataclass_fields__)  # search request fields passed to PLAID
 FILTER_FIELDS = ("where", "params")  # a refused filter answers with the code bad_filter
 OPEN_PATHS = {"/", "/health", "/docs", "/openapi.json", "/docs/oauth2-redirect"}
 
@@ -47,6 +46,18 @@ class SearchRequest(BaseModel):
     centroid_score_threshold: float | None = Field(None, description="PLAID: prune centroids below this.")
     n_candidates: int | None = Field(None, ge=1, description="PLAID: documents kept after centroid scoring.")
     n_full_scores: int | None = Field(None, ge=1, description="PLAID: documents scored on their vectors.")
+    nprobe: int | None = Field(None, ge=1, description="FAISS ivfpq: inverted lists visited.")
+    ef_search: int | None = Field(None, ge=1, description="FAISS hnsw: the graph walk's width.")
+
+    def search_params(self) -> SearchParams | None:
+        """The request's search settings (its fields named as `SearchParams`'), None when it sets none."""
+        given = {name: getattr(self, name) for name in SearchParams.names() if getattr(self, name) is not None}
+        if not given:
+            return None
+        try:
+            return SearchParams(**given)
+        except ParameterError as exc:  # the fields carry SearchParams' names: the parameter is the field
+            raise ServeError(422, "invalid_field", exc.render(exc.parameter)) from None
 
 
 class DocumentIn(BaseModel):
@@ -287,7 +298,6 @@ def create_app(config: ServeConfig) -> FastAPI:
     def search(name: str, request: Annotated[SearchRequest, Body()]) -> dict[str, Any]:
         index = get_index(name)
         _check_search(request, config)
-        options = {name: getattr(request, name) for name in PLAID_OPTIONS}
         hits, generation = index.search(
             request.queries,
             request.k,
@@ -295,7 +305,7 @@ def create_app(config: ServeConfig) -> FastAPI:
             params=request.params,
             ids=request.ids,
             return_documents=request.return_documents,
-            search_options=options,
+            search_params=request.search_params(),
         )
         results = [
             [

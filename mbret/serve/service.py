@@ -26,13 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from mbret.errors import MbretError
-from mbret.indexes import PlaidIndex, load_index
+from mbret.indexes import load_index
 from mbret.indexes.base import MANIFEST
-from mbret.indexes.plaid import PlaidSearchParams
 from mbret.io import index_lock
 from mbret.retrieval import Retriever
 from mbret.serve.batching import QueryBatcher
 from mbret.serve.config import ServeConfig
+from mbret.types import SearchParams
 
 GROUP_COMMIT = 64  # write requests applied together under one save, at most
 
@@ -126,15 +126,19 @@ class ServedIndex:
         finally:
             self._writing.release()
 
-    def check_search(self, where: str | None, params: Sequence[Any], search_options: dict[str, Any]) -> None:
+    def check_search(self, where: str | None, params: Sequence[Any], search_params: SearchParams | None) -> None:
         if where is not None:
             # a refused condition is a ParameterError naming `where`: the app answers it with that field
             self.index.documents.check_where(where, params)
         elif params:
             raise ServeError(400, "bad_filter", "params: values for the ? of where; add where", field="params")
-        if search_options and not isinstance(self.index, PlaidIndex):
-            names = ", ".join(sorted(search_options))
-            raise ServeError(400, "bad_request", f"{names}: PLAID search options; index {self.name!r} is not PLAID")
+        # one served index: a setting it does not read would change nothing, so it is refused by name
+        reads = tuple(getattr(self.index, "search_settings", ()))
+        unused = [name for name in (search_params.given() if search_params else {}) if name not in reads]
+        if unused:
+            takes = f"it takes {', '.join(reads)}" if reads else "it takes no search settings"
+            message = f"does not apply to index {self.name!r} ({self.index.index_type}); {takes}"
+            raise ServeError(400, "bad_request", f"{unused[0]}: {message}")
 
     def search(
         self,
@@ -144,17 +148,21 @@ class ServedIndex:
         params: Sequence[Any] = (),
         ids: Sequence[str] | None = None,
         return_documents: bool = True,
-        search_options: dict[str, Any] | None = None,
+        search_params: SearchParams | None = None,
     ) -> tuple[list[list[Any]], int]:
-        """Hits per query and the generation searched."""
+        """Hits per query and the generation searched; `search_params` apply to this request only."""
         self.refresh_if_changed()
-        options = {name: value for name, value in (search_options or {}).items() if value is not None}
-        self.check_search(where, params, options)
+        self.check_search(where, params, search_params)
         embeddings = self.batcher.encode(queries)
         generation = self.generation
-        extra = {"search_params": PlaidSearchParams(**options)} if options else {}
         hits = self.retriever.search_embeddings(
-            embeddings, k, where=where, params=params, ids=ids, return_documents=return_documents, **extra
+            embeddings,
+            k,
+            where=where,
+            params=params,
+            ids=ids,
+            return_documents=return_documents,
+            search_params=search_params,
         )
         return hits, generation
 

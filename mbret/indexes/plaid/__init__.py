@@ -19,12 +19,19 @@ from mbret.indexes.plaid.codec import (
 )
 from mbret.indexes.plaid.index import COMPRESS_TOKENS, SAMPLE_SPREAD, UNTRAINED_TOKENS, PlaidIndex
 from mbret.indexes.plaid.ivf import Chunk, SearchState
-from mbret.indexes.plaid.search import FULL_SCORE_BUDGET, PlaidSearchParams
+from mbret.indexes.plaid.search import (
+    FULL_SCORE_BUDGET,
+    PLAID_SETTINGS,
+    PlaidSearchParams,  # deprecated: mbret.types.SearchParams
+    full_scores,
+    resolve_budgets,
+)
 
 __all__ = [
     "COMPRESS_TOKENS",
     "FULL_SCORE_BUDGET",
     "NBITS",
+    "PLAID_SETTINGS",
     "QUANTILE_SAMPLE",
     "QUANTIZERS",
     "SAMPLE_SPREAD",
@@ -36,6 +43,8 @@ __all__ = [
     "ResidualCodec",
     "SearchState",
     "default_num_centroids",
+    "full_scores",
     "pack_bits",
+    "resolve_budgets",
     "unpack_bits",
 ]

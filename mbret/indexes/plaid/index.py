@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import math
 import threading
+import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,8 @@ from mbret.indexes.plaid.ivf import (
     select_documents,
 )
 from mbret.indexes.plaid.ivf import search_state as make_search_state
-from mbret.indexes.plaid.search import PlaidSearchParams, live_subset, search_one
+from mbret.indexes.plaid.search import PLAID_SETTINGS, live_subset, resolve_budgets, search_one
+from mbret.types import SearchParams
 
 COMPRESS_TOKENS = 65536  # token vectors converted to float32 and compressed at a time by PlaidIndex.add
 # documents drawn for the k-means sample, as a multiple of the fewest that hold it; each gives a random share
@@ -74,9 +75,15 @@ class PlaidIndex(StableDocIds, Stored):
         num_centroids: int | None = None,
         seed: int = 0,
         kmeans_niter: int = 8,
-        search: PlaidSearchParams | None = None,
+        search_params: SearchParams | None = None,
         residual_quantizer: str = QUANTIZERS[0],
+        search: SearchParams | None = None,
     ) -> None:
+        """`search_params`: this index's default PLAID settings (saved in its manifest), which a search's
+        own `search_params` override for that search; `search` is its deprecated name."""
+        if search is not None:
+            warnings.warn("PlaidIndex(search=...) is deprecated; use search_params=", DeprecationWarning, stacklevel=2)
+            search_params = search_params or search
         if nbits not in NBITS:
             raise ParameterError("nbits", f"{nbits}: choose one of {', '.join(map(str, NBITS))}")
         check_quantizer(residual_quantizer)
@@ -86,7 +93,9 @@ class PlaidIndex(StableDocIds, Stored):
         self.num_centroids = num_centroids
         self.residual_quantizer = residual_quantizer  # the codec's, once there is one (`codec.py`)
         self.index_type = "plaid"
-        self.search_params = search or PlaidSearchParams()
+        self.search_settings = PLAID_SETTINGS  # the `SearchParams` a search of this index reads
+        given = (search_params or SearchParams()).given()
+        self.search_params = SearchParams(**{name: v for name, v in given.items() if name in PLAID_SETTINGS})
         self.codec: ResidualCodec | None = None
         self._init_ids()
         self._chunks: list[Chunk] = []  # immutable; the first `_saved_chunks` are on disk
@@ -121,7 +130,7 @@ class PlaidIndex(StableDocIds, Stored):
             "kmeans_niter": self.kmeans_niter,
             "residual_quantizer": self.codec.quantizer if self.codec else self.residual_quantizer,
             "drift": round(self.drift, 4),
-            **{k: v for k, v in asdict(self.search_params).items() if v is not None},
+            **self.search_params.given(),
         }
 
     @property
@@ -391,29 +400,27 @@ class PlaidIndex(StableDocIds, Stored):
         queries: Sequence[torch.Tensor],
         k: int = 10,
         where: str | None = None,
-        params: Sequence[Any] | PlaidSearchParams = (),
+        params: Sequence[Any] = (),
         ids: Iterable[str] | None = None,
-        search_params: PlaidSearchParams | None = None,
+        search_params: SearchParams | None = None,
         workers: int | None = None,
     ) -> list[list[tuple[str, float]]]:
         """Top-k (doc id, MaxSim score over decompressed vectors) per query, best first; with a filter
         (`select`: `where`, `params`, `ids`) among the matching documents only (see `search_one`).
-        `search_params` overrides the index's PLAID budgets (passed as `params`, it still works).
+        `search_params`' PLAID settings (`PLAID_SETTINGS`) override the index's own for this call only;
+        unset ones keep the index's, then the defaults for k (`resolve_budgets`).
 
         On CPU, queries are searched `workers` at a time (default: torch's thread count), each on one
         thread: a query's stages are many small tensor operations that split poorly across cores, so
         query-level parallelism beats intra-op threads (`map_on_cores`; docs/benchmarks.md). An
         accelerator takes the queries one by one. Every query of one call searches the same snapshot.
         """
-        if isinstance(where, PlaidSearchParams):  # the older search(queries, k, params) call
-            where, search_params = None, where
-        if isinstance(params, PlaidSearchParams):
-            params, search_params = (), params
         if k <= 0:
             raise MbretError(f"-k {k}: must be a positive integer")
         if not len(self):
             return [[] for _ in queries]
-        p = (search_params or self.search_params).resolved(k, self.nbits)
+        settings = self.search_params if search_params is None else search_params.over(self.search_params)
+        p = resolve_budgets(settings, k, self.nbits)
         while True:  # the filter's positions must be those of the snapshot searched: redo if a write came between
             state = self.search_state()
             subset = self.select(where, params, ids)
@@ -484,7 +491,7 @@ class PlaidIndex(StableDocIds, Stored):
             num_centroids=p.get("num_centroids"),
             seed=int(p.get("seed", 0)),
             kmeans_niter=int(p.get("kmeans_niter", 8)),
-            search=PlaidSearchParams(**{f: p[f] for f in PlaidSearchParams.__dataclass_fields__ if f in p}),
+            search_params=SearchParams(**{name: p[name] for name in PLAID_SETTINGS if name in p}),
         )
         self.drift = float(p.get("drift", 0.0))
         self.resident = not mmap

@@ -15,12 +15,13 @@ stages 2-4 read candidate documents' own pair lists and tokens, never a buffer o
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+import warnings
 
 import torch
 
 from mbret.indexes.kernels import max_per_segment, ranges
 from mbret.indexes.plaid.ivf import SearchState
+from mbret.types import SearchParams
 
 INTERACTION_DOCS = 4096  # candidates whose centroid pairs stage 2 gathers at a time (bounds its memory)
 # a filter matching at most this many documents has them all scored by stage 4 rather than searched for
@@ -28,50 +29,63 @@ INTERACTION_DOCS = 4096  # candidates whose centroid pairs stage 2 gathers at a 
 EXACT_SUBSET_DOCS = 128
 
 
-@dataclass
-class PlaidSearchParams:
-    """PLAID's search knobs; `None` takes the defaults for the k asked for (`resolved`, `full_scores`),
-    chosen from the quality/speed curves in docs/benchmarks.md ("PLAID search budgets")."""
+PLAID_SETTINGS = ("n_ivf_probe", "centroid_score_threshold", "n_candidates", "n_full_scores")  # what PLAID reads
 
-    n_ivf_probe: int | None = None
-    centroid_score_threshold: float | None = None
-    n_candidates: int | None = None
-    n_full_scores: int | None = None
 
-    def resolved(self, k: int, nbits: int = 2) -> PlaidSearchParams:
-        """ColBERT's own k-dependent probes, threshold and candidates (colbert/searcher.py) for whatever is
-        unset, those of k <= 100 for a k <= 10 search of an index of `FINE_NBITS` or more (`budget_k`);
-        `n_full_scores` stays None when unset, for `full_scores` to size per query."""
-        tier = budget_k(k, nbits)
-        if tier <= 10:
-            probe, threshold, candidates = 1, 0.5, 256
-        elif tier <= 100:
-            probe, threshold, candidates = 2, 0.45, 1024
-        else:
-            probe, threshold, candidates = 4, 0.4, max(k * 4, 4096)
-        return PlaidSearchParams(
-            n_ivf_probe=self.n_ivf_probe or probe,
-            centroid_score_threshold=(
-                self.centroid_score_threshold if self.centroid_score_threshold is not None else threshold
-            ),
-            n_candidates=self.n_candidates or candidates,
-            n_full_scores=self.n_full_scores,
-        )
+def resolve_budgets(params: SearchParams | None, k: int, nbits: int = 2) -> SearchParams:
+    """PLAID's settings of `params` (None: all defaults) for a search of `k` hits, the unset ones filled in
+    (`n_full_scores` stays None when unset, for `full_scores` to size per query). The defaults are ColBERT's
+    own k-dependent probes, threshold and candidates (colbert/searcher.py), those of k <= 100 for a k <= 10
+    search of an index of `FINE_NBITS` or more (`budget_k`), chosen from the quality/speed curves in
+    docs/benchmarks.md ("PLAID search budgets"). Settings of other index types are dropped."""
+    params = params or SearchParams()
+    tier = budget_k(k, nbits)
+    if tier <= 10:
+        probe, threshold, candidates = 1, 0.5, 256
+    elif tier <= 100:
+        probe, threshold, candidates = 2, 0.45, 1024
+    else:
+        probe, threshold, candidates = 4, 0.4, max(k * 4, 4096)
+    return SearchParams(
+        n_ivf_probe=params.n_ivf_probe or probe,
+        centroid_score_threshold=(
+            params.centroid_score_threshold if params.centroid_score_threshold is not None else threshold
+        ),
+        n_candidates=params.n_candidates or candidates,
+        n_full_scores=params.n_full_scores,
+    )
+
+
+def full_scores(params: SearchParams, k: int, query_tokens: int, nbits: int = 2) -> int:
+    """How many candidates stage 4 scores exactly: `n_full_scores` if set, else a budget of query tokens x
+    documents (`FULL_SCORE_BUDGET`, by `budget_k`) over this query's tokens, at least `max(k, 64)` at k <= 10
+    and k above, at most `n_candidates`. Stage 4's cost grows with both factors; and the centroid-only
+    scores that pick its documents err more, relative to the score, the fewer tokens a query sums over, so
+    short queries get more documents scored (docs/benchmarks.md, "PLAID search budgets")."""
+    candidates = params.n_candidates or 0
+    if params.n_full_scores:
+        return min(params.n_full_scores, candidates) if candidates else params.n_full_scores
+    tier = budget_k(k, nbits)
+    budget = FULL_SCORE_BUDGET[10] if tier <= 10 else FULL_SCORE_BUDGET[100] * max(1, tier // 100)
+    floor = max(k, 64) if k <= 10 else k
+    return max(floor, min(candidates, budget // max(query_tokens, 1)))
+
+
+class PlaidSearchParams(SearchParams):
+    """Deprecated: PLAID's settings are `mbret.types.SearchParams`, one type for every index; this name
+    still builds one (with a DeprecationWarning) and keeps the old `resolved`/`full_scores` methods."""
+
+    def __post_init__(self) -> None:
+        warnings.warn("PlaidSearchParams is deprecated; use mbret.types.SearchParams", DeprecationWarning, stacklevel=3)
+        super().__post_init__()
+
+    def resolved(self, k: int, nbits: int = 2) -> SearchParams:
+        """`resolve_budgets(self, k, nbits)`."""
+        return resolve_budgets(self, k, nbits)
 
     def full_scores(self, k: int, query_tokens: int, nbits: int = 2) -> int:
-        """How many candidates stage 4 scores exactly: `n_full_scores` if set, else a budget of query tokens
-        x documents (`FULL_SCORE_BUDGET`, by `budget_k`) over this query's tokens, at least `max(k, 64)` at
-        k <= 10 and k above, at most `n_candidates`. Stage 4's cost grows with both factors; and the
-        centroid-only scores that pick its documents err more, relative to the score, the fewer tokens a
-        query sums over: on SciFact, 4-word queries lost 0.015 NDCG@10 with ColBERT's 64 documents at k=10
-        where 21-token ones lost nothing and 116-token ones lost nothing with 17 (docs/benchmarks.md)."""
-        candidates = self.n_candidates or 0
-        if self.n_full_scores:
-            return min(self.n_full_scores, candidates) if candidates else self.n_full_scores
-        tier = budget_k(k, nbits)
-        budget = FULL_SCORE_BUDGET[10] if tier <= 10 else FULL_SCORE_BUDGET[100] * max(1, tier // 100)
-        floor = max(k, 64) if k <= 10 else k
-        return max(floor, min(candidates, budget // max(query_tokens, 1)))
+        """`full_scores(self, k, query_tokens, nbits)`."""
+        return full_scores(self, k, query_tokens, nbits)
 
 
 def budget_k(k: int, nbits: int) -> int:
@@ -209,7 +223,7 @@ def live_subset(state: SearchState, subset: torch.Tensor) -> torch.Tensor:
 
 @torch.inference_mode()
 def search_one(
-    state: SearchState, query: torch.Tensor, k: int, p: PlaidSearchParams, subset: torch.Tensor | None = None
+    state: SearchState, query: torch.Tensor, k: int, p: SearchParams, subset: torch.Tensor | None = None
 ) -> list[tuple[str, float]]:
     """PLAID's four stages for one query (`p` resolved for k): top-k (doc id, score), best first.
 
@@ -237,7 +251,7 @@ def search_one(
     kept = scores_t.amax(dim=1) >= p.centroid_score_threshold
     approx = pruned_interaction(state, scores_t, candidates, kept)
     candidates = candidates[approx.topk(min(p.n_candidates or len(candidates), len(candidates))).indices]
-    n_full = p.full_scores(k, lq, state.codec.nbits)
+    n_full = full_scores(p, k, lq, state.codec.nbits)
     if n_full < len(candidates):  # nothing to choose when stage 4 takes them all
         candidates = torch.sort(candidates).values
         approx = centroid_interaction(state, scores_t, candidates)
