@@ -42,6 +42,24 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that reads the shared real data (a `scifact...` fixture) takes minutes: it is slow wherever it is."""
+    for item in items:
+        if any(name.startswith("scifact") for name in getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start what a selected test will wait on but that needs no CPU now (Chromium's download for the search
+    page check), so that it overlaps the CPU-bound tests instead of adding to them."""
+    if session.config.option.collectonly:
+        return
+    if any(item.nodeid.startswith("tests/test_serve_page.py") for item in session.items):
+        from tests.test_serve_page import start_chromium_install
+
+        start_chromium_install()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ["MBRET_CACHE"] = str(tmp_path_factory.mktemp("mbret-cache"))

@@ -18,6 +18,9 @@ import pytest
 from mbret.retrieval import Retriever
 from tests.conftest import REPO, SCIFACT_MINI, free_port
 
+# every check here starts torchrun or other Python processes, each importing torch: the inner loop skips them
+pytestmark = pytest.mark.slow
+
 QUERIES = [json.loads(line)["text"] for line in (SCIFACT_MINI / "queries.jsonl").read_text().splitlines()[:20]]
 CODEC_FILES = ("centroids.npy", "bucket_cutoffs.npy", "bucket_weights.npy")
 

@@ -10,6 +10,7 @@ import pytest
 from .conftest import REPO
 
 
+@pytest.mark.slow
 def test_readme_python_tour_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     block = re.search(r"```python\n(.*?)```", readme, re.S)
@@ -54,6 +55,7 @@ def test_readme_filter_example_runs(capsys) -> None:
     assert capsys.readouterr().out.strip().splitlines()[-1] == "[('a', 'Parsing', 2021)]"
 
 
+@pytest.mark.slow
 def test_readme_pipelines_example_runs(capsys) -> None:
     """The README's pipelines example: BM25 without a model, a ColBERT rerank of its hits, RRF with dense."""
     readme = (REPO / "README.md").read_text(encoding="utf-8")

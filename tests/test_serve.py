@@ -245,6 +245,7 @@ def test_a_full_write_queue_answers_503_with_retry_after(served) -> None:  # noq
 # ------------------------------------------------------------------------------------------- live server
 
 
+@pytest.mark.slow
 def test_client_and_cli_search_url_talk_to_a_live_server(
     served_indexes: dict[str, Path], tmp_path: Path, cli, capsys
 ) -> None:  # noqa: ANN001
@@ -362,6 +363,7 @@ def _check_acknowledged(path: Path, log: dict[str, Any]) -> None:
     assert set(index.doc_ids) - {None} <= known  # nothing but what clients sent
 
 
+@pytest.mark.slow
 def test_kill_9_under_load_loses_no_acknowledged_write(served_indexes: dict[str, Path], tmp_path: Path) -> None:
     path = copy_index(served_indexes["flat"], tmp_path / "flat")
     acknowledged: dict[str, Any] = {}
@@ -392,6 +394,7 @@ def test_kill_9_under_load_loses_no_acknowledged_write(served_indexes: dict[str,
         restarted.stop(signal.SIGTERM)
 
 
+@pytest.mark.slow
 def test_sigterm_drains_writes_and_two_workers_share_one_index(served_indexes: dict[str, Path], tmp_path: Path) -> None:
     path = copy_index(served_indexes["plaid"], tmp_path / "plaid")
     server = Server([path], "--workers", "2", log=tmp_path / "server.log")

@@ -4,9 +4,11 @@ see hits with titles, snippets and scores; a filter narrows them; a bad filter s
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,17 +18,33 @@ from .serving import Server, copy_index
 CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
 
-def _ensure_chromium() -> None:
-    """Debian's Chromium and its driver (the test setup installs them: `apt-get install chromium
-    chromium-driver`, as root, from Debian's registry)."""
-    if Path(CHROMIUM).exists() and Path(DRIVER).exists():
-        return
+_INSTALL: subprocess.Popen[bytes] | None = None  # the background install, once started
+_INSTALL_LOG = Path(tempfile.gettempdir()) / f"mbret-chromium-install-{os.getpid()}.log"
+
+
+def start_chromium_install() -> None:
+    """Start installing Debian's Chromium and its driver in the background when missing (`apt-get update`, then
+    `apt-get install chromium chromium-driver`, as root, from Debian's registry); conftest starts it when this
+    check is selected, so the download overlaps the tests before it."""
+    global _INSTALL
     apt = shutil.which("apt-get")
-    assert apt, "the browser check needs Debian's chromium and chromium-driver (apt-get not found)"
+    if _INSTALL is not None or apt is None or (Path(CHROMIUM).exists() and Path(DRIVER).exists()):
+        return
     env = {"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
-    for command in ([apt, "update", "-qq"], [apt, "install", "-y", "-qq", "chromium", "chromium-driver"]):
-        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
-        assert done.returncode == 0, f"{' '.join(command)} failed: {done.stderr[-1000:]}"
+    script = f"{apt} update -qq && {apt} install -y -qq chromium chromium-driver"
+    with open(_INSTALL_LOG, "wb") as log:
+        _INSTALL = subprocess.Popen(["sh", "-c", script], stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
+def _ensure_chromium() -> None:
+    """Debian's Chromium and its driver, installed here or waited for (when the install runs in the background)."""
+    start_chromium_install()
+    if _INSTALL is not None:
+        code = _INSTALL.wait(timeout=1200)
+        assert code == 0, f"apt-get install chromium chromium-driver failed: {_INSTALL_LOG.read_text()[-1000:]}"
+    assert Path(CHROMIUM).exists() and Path(DRIVER).exists(), (
+        "the browser check needs Debian's chromium and chromium-driver (apt-get not found)"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +62,7 @@ def browser():  # noqa: ANN201
     driver.quit()
 
 
+@pytest.mark.slow
 def test_the_search_page_renders_hits_in_chromium(browser, served_indexes: dict[str, Path], tmp_path: Path) -> None:  # noqa: ANN001
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ready

@@ -117,6 +117,7 @@ def test_distillation_without_scores_is_refused_before_loading_a_model(cli, tmp_
 TRAIN_CASES = [(mode, loss) for mode in ("dense", "colbert") for loss in LOSSES[mode]]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("mode", "loss"), TRAIN_CASES)
 def test_every_mode_and_loss_trains_reloads_and_evaluates(
     tiny_model: str, tmp_path: Path, cli, mode: str, loss: str
@@ -222,6 +223,7 @@ def _dense_train_args(model: str, data: Path, out: Path, max_steps: int, save_st
     ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_kill_and_resume(tiny_model: str, tmp_path: Path) -> None:
     """A run killed after its first checkpoints continues from the last one and ends where a clean run would."""
     data = write_flag(tmp_path / "train.jsonl", n=64)
@@ -318,6 +320,7 @@ def test_score_writes_flag_and_id_formats_and_resumes(tiny_model: str, tmp_path:
     assert bad.code == 2 and "could not load a cross-encoder" in bad.err
 
 
+@pytest.mark.slow
 def test_runs_under_torchrun_with_negatives_gathered_across_processes(tiny_model: str, tmp_path: Path) -> None:
     """Two CPU processes (gloo DDP) train one model; only rank 0 writes the log and the final model."""
     data = write_flag(tmp_path / "train.jsonl", n=32)
