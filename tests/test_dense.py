@@ -54,19 +54,19 @@ def test_prompts_change_embeddings_and_are_saved(tiny_model: str, tmp_path: Path
     np.testing.assert_allclose(st.encode_query(["brain activity"]), q, atol=1e-5)
 
 
-def test_max_length_truncates(tiny_model: str) -> None:
-    short = DenseEncoder.load(tiny_model, device="cpu", max_length=8)
+def test_document_length_truncates(tiny_model: str) -> None:
+    short = DenseEncoder.load(tiny_model, device="cpu", document_length=8)
     long = DenseEncoder.load(tiny_model, device="cpu")
-    assert short.max_length == 8 and long.max_length == 8192
+    assert short.document_length == 8 and long.document_length == 8192
     text = "protein " * 50
     assert not np.allclose(short.encode([text]), long.encode([text]))
     np.testing.assert_allclose(short.encode([text]), short.encode([text + " virus " * 30]), atol=1e-6)
     with pytest.raises(MbretError, match="document_length: 9000"):
-        DenseEncoder.load(tiny_model, device="cpu", max_length=9000)
+        DenseEncoder.load(tiny_model, device="cpu", document_length=9000)
 
 
 def test_minilm_keeps_its_own_default_length(minilm: DenseEncoder) -> None:
-    assert minilm.max_length == 256 and minilm.dimension == 384
+    assert minilm.document_length == 256 and minilm.dimension == 384
 
 
 def test_bad_batch_size(tiny_model: str) -> None:
