@@ -93,7 +93,7 @@ def eval_command(
         ),
     ] = None,
     rerank_depth: Annotated[int, typer.Option("--rerank-depth", help="With --rerank: hits per query reranked.")] = 100,
-    index_param: IndexParamOpt = None,
+    index_params: IndexParamOpt = None,
     *,
     search_params: SearchParams,
     **options: object,

@@ -41,7 +41,7 @@ def index(
     batch_size: BatchOpt = 64,
     pool_factor: PoolFactorOpt = None,
     nbits: NbitsOpt = 2,
-    index_param: IndexParamOpt = None,
+    index_params: IndexParamOpt = None,
     query_prompt: Annotated[str | None, typer.Option(help="Text put before every query.")] = None,
     document_prompt: Annotated[str | None, typer.Option(help="Text put before every document.")] = None,
     add: Annotated[bool, typer.Option("--add", help="Add the corpus to the existing index at --output.")] = False,

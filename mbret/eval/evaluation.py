@@ -75,14 +75,14 @@ def run_evaluation(
     fusion_depth: int = 100,
     rerank_model: str | None = None,
     rerank_depth: int = DEFAULT_RERANK_DEPTH,
-    index_param: list[str] | None = None,
+    index_params: list[str] | None = None,
     echo: Callable[[str], None] = print,
 ) -> Evaluation:
     """Score `data` (a BEIR directory or dataset id) with a model (built into an index here), an existing
     index (`index_dir`) or several fused (`fuse`), then rerank with `rerank_model` (`MODEL[:MODE]`); or score
     each dataset of `suite`. Writes results.json and run.trec under `output` when given. `params`: the values
     of `where`'s `?`s as text; `ids`: a file of the doc ids to search among. `echo` takes a suite's progress."""
-    from mbret.retrieval.indexing import index_params
+    from mbret.retrieval.indexing import build_index_params
     from mbret.retrieval.retriever import check_mode
     from mbret.retrieval.searching import check_fusion_options, filter_values, read_ids
 
@@ -94,7 +94,7 @@ def run_evaluation(
         raise ParameterError("rerank_depth", f"{rerank_depth}: must be a positive integer")
     if rerank_model is None and rerank_depth != DEFAULT_RERANK_DEPTH:
         raise ParameterError("rerank_depth", "applies with a reranker (rerank_model MODEL[:MODE])")
-    for name, value in (("index_param", index_param), ("pool_factor", pool_factor)):
+    for name, value in (("index_params", index_params), ("pool_factor", pool_factor)):
         if value and (index_dir is not None or fuse is not None or suite is not None):
             raise ParameterError(name, "sets up the index built here; not with an existing index, fuse or a suite")
     check_fusion_options(fuse, fusion, alpha, fusion_depth)
@@ -105,7 +105,7 @@ def run_evaluation(
             if value is not None:
                 raise ParameterError(name, "each fused index is searched as it was built")
     chosen = read_ids(ids) if ids is not None else None
-    built_index_params = index_params(index_type or "", index_param, nbits)
+    built_index_params = build_index_params(index_type or "", index_params, nbits)
     if suite is not None:
         given = {"rerank_model": rerank_model, "fuse": fuse, "where": where, "ids": chosen, "data": data,
                  "index_dir": index_dir}  # fmt: skip

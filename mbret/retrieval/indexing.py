@@ -48,7 +48,7 @@ def parse_index_param(items: list[str] | None) -> dict[str, int | float | str]:
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ParameterError("index_param", f"{item!r}: use KEY=VALUE, e.g. nlist=1024")
+            raise ParameterError("index_params", f"{item!r}: use KEY=VALUE, e.g. nlist=1024")
         for cast in (int, float):
             try:
                 params[key] = cast(value)
@@ -60,15 +60,15 @@ def parse_index_param(items: list[str] | None) -> dict[str, int | float | str]:
     return params
 
 
-def index_params(
+def build_index_params(
     index_type: str,
-    index_param: list[str] | None = None,
+    index_params: list[str] | None = None,
     nbits: int = 2,
     search_params: SearchParams | None = None,
 ) -> dict[str, int | float | str]:
     """The `index_params` of a build: KEY=VALUE texts, PLAID's `nbits`, and the search settings that become
     the index's defaults (each only for the index type that reads it)."""
-    params = parse_index_param(index_param)
+    params = parse_index_param(index_params)
     if index_type == "plaid":
         params.setdefault("nbits", nbits)
     applies = SEARCH_SETTINGS_BY_INDEX_TYPE.get(index_type, ())
@@ -94,7 +94,7 @@ def index_corpus(
     pool_factor: int | None = None,
     nbits: int = 2,
     search_params: SearchParams | None = None,
-    index_param: list[str] | None = None,
+    index_params: list[str] | None = None,
     query_prompt: str | None = None,
     document_prompt: str | None = None,
     device: str | None = None,
@@ -119,7 +119,7 @@ def index_corpus(
     settings = dict(
         model=model, mode=mode, index_type=index_type, batch_size=batch_size, query_length=query_length,
         query_expansion=query_expansion, document_length=document_length, pool_factor=pool_factor,
-        index_params=index_params(index_type, index_param, nbits, search_params), query_prompt=query_prompt,
+        index_params=build_index_params(index_type, index_params, nbits, search_params), query_prompt=query_prompt,
         document_prompt=document_prompt, device=device, dtype=dtype, recluster=recluster, overwrite=overwrite,
         report=report, store_text=store_text,
     )  # fmt: skip

@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from mbret.errors import MbretError
+from mbret.errors import ParameterError
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ def read_api_key(path: str | Path) -> str:
     try:
         key = Path(path).read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as exc:
-        raise MbretError(f"--api-key-file {path}: cannot read it ({exc.__class__.__name__})") from None
+        raise ParameterError("api_key_file", f"{path}: cannot read it ({exc.__class__.__name__})") from None
     if not key:
-        raise MbretError(f"--api-key-file {path}: the file is empty")
+        raise ParameterError("api_key_file", f"{path}: the file is empty")
     return key

@@ -138,7 +138,7 @@ class ServedIndex:
         if unused:
             takes = f"it takes {', '.join(reads)}" if reads else "it takes no search settings"
             message = f"does not apply to index {self.name!r} ({self.index.index_type}); {takes}"
-            raise ServeError(400, "bad_request", f"{unused[0]}: {message}")
+            raise ServeError(400, "bad_request", f"{unused[0]}: {message}", field=unused[0])
 
     def search(
         self,
