@@ -109,7 +109,7 @@ def test_filters_equal_filter_then_rank(tmp_path: Path, share: float) -> None:
 
 def test_cli_index_search_eval_and_errors(tmp_path: Path, cli) -> None:
     out = tmp_path / "bm25"
-    done = cli("index", SCIFACT_MINI / "corpus.jsonl", "--mode", "bm25", "--out", out, "--index-param", "k1=1.2")
+    done = cli("index", SCIFACT_MINI / "corpus.jsonl", "--mode", "bm25", "--output", out, "--index-param", "k1=1.2")
     assert done.code == 0 and "(bm25," in done.out, done.err
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["mode"] == "bm25" and manifest["index_params"]["k1"] == 1.2
@@ -123,9 +123,9 @@ def test_cli_index_search_eval_and_errors(tmp_path: Path, cli) -> None:
     settings = json.loads((tmp_path / "e" / "results.json").read_text())["settings"]
     assert settings["index_params"]["method"] == "bm25l" and settings["manifest"]["versions"]["bm25s"]
     corpus = SCIFACT_MINI / "corpus.jsonl"
-    bad = cli("index", corpus, "--mode", "bm25", "--out", tmp_path / "x", "--index-param", "k9=1")
+    bad = cli("index", corpus, "--mode", "bm25", "--output", tmp_path / "x", "--index-param", "k9=1")
     assert bad.code == 2 and "k9: bm25 takes method" in bad.err and not (tmp_path / "x").exists()
-    bad = cli("index", corpus, "--mode", "bm25", "--out", tmp_path / "x", "--model", "minilm")
+    bad = cli("index", corpus, "--mode", "bm25", "--output", tmp_path / "x", "--model", "minilm")
     assert bad.code == 2 and "model: minilm: mode bm25 takes no model" in bad.err
     loaded, _ = load_index(out)
     assert loaded.params["k1"] == 1.2

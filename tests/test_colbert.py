@@ -407,7 +407,7 @@ def test_cli_colbert_index_search_delete_eval(tmp_path: Path, cli, tiny_model: s
         "colbert",
         "--index-type",
         "exact",
-        "--out",
+        "--output",
         out,
         "--query-length",
         "16",
@@ -446,7 +446,7 @@ def test_query_expansion_is_recorded_and_overridable(tmp_path: Path, cli, tiny_m
     from mbret.retrieval import Retriever
 
     out = tmp_path / "idx"
-    build = ["index", small_beir, "--model", tiny_model, "--mode", "colbert", "--index-type", "exact", "--out", out]
+    build = ["index", small_beir, "--model", tiny_model, "--mode", "colbert", "--index-type", "exact", "--output", out]
     assert cli(*build, "--query-expansion", "--query-length", "16").code == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["query_expansion"] is True and manifest["query_length"] == 16
@@ -470,7 +470,8 @@ def test_query_expansion_is_recorded_and_overridable(tmp_path: Path, cli, tiny_m
     result = cli("eval", small_beir, "--index", out, "--no-query-expansion", "--query-length", "4",
                  "--output", tmp_path / "res")  # fmt: skip
     assert result.code == 0, result.err
-    assert "note: 3 of 3 queries are longer than 4 tokens and were cut (--query-length raises it)" in result.err
+    note = "note: 3 of 3 queries are longer than 4 tokens and were cut (a longer query length keeps them whole)"
+    assert note in result.err
     settings = json.loads((tmp_path / "res" / "results.json").read_text())["settings"]
     assert settings["queries_cut"] == 3 and settings["query_expansion"] is False and settings["query_length"] == 4
     searched = cli("search", out, "virus immune response in human cells", "--query-length", "4")
@@ -479,9 +480,9 @@ def test_query_expansion_is_recorded_and_overridable(tmp_path: Path, cli, tiny_m
 
 def test_cli_colbert_rejects_dense_index_types(cli, small_beir: Path) -> None:
     result = cli("eval", small_beir, "--model", "tiny-modernbert", "--mode", "colbert", "--index-type", "hnsw")
-    assert result.code == 2 and "index_type: hnsw: mode colbert takes plaid, exact" in result.err
+    assert result.code == 2 and "--index-type: hnsw: mode colbert takes plaid, exact" in result.err
     result = cli("eval", small_beir, "--model", "tiny-modernbert", "--mode", "colbert", "--nbits", "3")
-    assert result.code == 2 and "nbits: 3" in result.err
+    assert result.code == 2 and "--nbits: 3" in result.err
 
 
 def test_chunked_build_equals_one_shot(tiny_model: str, small_corpus: dict) -> None:
@@ -529,10 +530,10 @@ def test_prompts_are_refused_for_colbert(tmp_path: Path, cli, small_beir: Path) 
         "tiny-modernbert",
         "--mode",
         "colbert",
-        "--out",
+        "--output",
         tmp_path / "i",
         "--query-prompt",
         "query: ",
     )
-    assert result.code == 2 and "apply to --mode dense" in result.err
+    assert result.code == 2 and "--query-prompt: applies to mode dense" in result.err
     assert not (tmp_path / "i").exists()

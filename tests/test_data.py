@@ -130,7 +130,7 @@ def test_malformed_corpus_cli_writes_nothing(tmp_path: Path, cli, tiny_model: st
     corpus = tmp_path / "bad.jsonl"
     corpus.write_text(json.dumps({"_id": "a", "text": "x"}) + "\n{oops\n", encoding="utf-8")
     out = tmp_path / "idx"
-    result = cli("index", corpus, "--model", tiny_model, "--out", out)
+    result = cli("index", corpus, "--model", tiny_model, "--output", out)
     assert result.code == 2
     assert result.err.strip().count("\n") == 0
     assert f"{corpus}:2: invalid JSON" in result.err

@@ -22,7 +22,7 @@ from tests.conftest import REPO, SCIFACT_MINI, free_port
 pytestmark = pytest.mark.slow
 
 QUERIES = [json.loads(line)["text"] for line in (SCIFACT_MINI / "queries.jsonl").read_text().splitlines()[:20]]
-CODEC_FILES = ("centroids.npy", "bucket_cutoffs.npy", "bucket_weights.npy")
+CODEC_FILES = ("centroids.npy", "bucket_cutoffs.npy", "codebook.npy")
 
 
 def torchrun(*args: str | Path, nproc: int = 2, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -64,8 +64,8 @@ def test_two_processes_build_what_one_process_builds(
     tiny_model: str, tmp_path: Path, cli, mode: str, index_type: str
 ) -> None:
     common = ["index", SCIFACT_MINI / "corpus.jsonl", "--model", tiny_model, "--mode", mode]
-    assert mbret(*common, "--out", tmp_path / "one").returncode == 0
-    done = torchrun("-m", "mbret", *common, "--out", tmp_path / "two", "--report", tmp_path / "report.json")
+    assert mbret(*common, "--output", tmp_path / "one").returncode == 0
+    done = torchrun("-m", "mbret", *common, "--output", tmp_path / "two", "--report", tmp_path / "report.json")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "on 2 processes" in done.stdout
     report = json.loads((tmp_path / "report.json").read_text())
@@ -144,7 +144,7 @@ def test_a_rank_killed_mid_build_leaves_the_index_and_resume_finishes(tiny_model
     (tmp_path / "add.jsonl").write_text("\n".join(short + long) + "\n")
     out, stage = tmp_path / "index", tmp_path / ".index.staging"
     common = ["--model", tiny_model, "--mode", "colbert"]
-    assert mbret("index", tmp_path / "base.jsonl", *common, "--out", out).returncode == 0
+    assert mbret("index", tmp_path / "base.jsonl", *common, "--output", out).returncode == 0
     before = ranked(Retriever.load(out))
     shutil.copytree(out, tmp_path / "single")
 
@@ -163,7 +163,7 @@ def test_a_rank_killed_mid_build_leaves_the_index_and_resume_finishes(tiny_model
         "index",
         tmp_path / "add.jsonl",
         "--add",
-        "--out",
+        "--output",
         out,
         "--batch-size",
         "8",
@@ -189,7 +189,7 @@ def test_a_rank_killed_mid_build_leaves_the_index_and_resume_finishes(tiny_model
     assert (stage / "shard-00001" / "part.json").is_file() and not (stage / "shard-00000" / "part.json").is_file()
 
     written = (stage / "shard-00001" / "part.json").stat().st_mtime_ns
-    resumed = mbret("index", tmp_path / "add.jsonl", "--add", "--out", out, "--resume", "--batch-size", "8")
+    resumed = mbret("index", tmp_path / "add.jsonl", "--add", "--output", out, "--resume", "--batch-size", "8")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "1 of 2 shards were written already" in resumed.stdout
     assert not stage.exists() and written  # the written part was taken as it was, then the area removed
@@ -197,7 +197,7 @@ def test_a_rank_killed_mid_build_leaves_the_index_and_resume_finishes(tiny_model
     assert json.loads((out / "manifest.json").read_text())["generation"] == 2
     assert len(final.index) == 100 + len(short) + len(long)
     # the same as one process adding the same corpus to the same base
-    assert mbret("index", tmp_path / "add.jsonl", "--add", "--out", tmp_path / "single").returncode == 0
+    assert mbret("index", tmp_path / "add.jsonl", "--add", "--output", tmp_path / "single").returncode == 0
     assert_same_results(tmp_path / "single", out)
 
 
@@ -207,7 +207,7 @@ def test_bad_input_on_one_rank_stops_every_rank_with_one_error(tiny_model: str, 
     lines = (SCIFACT_MINI / "corpus.jsonl").read_text().splitlines()[:40]
     lines[-1] = lines[0]
     (tmp_path / "dup.jsonl").write_text("\n".join(lines) + "\n")
-    done = torchrun("-m", "mbret", "index", tmp_path / "dup.jsonl", "--model", tiny_model, "--out", tmp_path / "x")
+    done = torchrun("-m", "mbret", "index", tmp_path / "dup.jsonl", "--model", tiny_model, "--output", tmp_path / "x")
     assert done.returncode != 0
     errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
     first_id = json.loads(lines[0])["_id"]
@@ -224,8 +224,8 @@ def test_several_devices_in_one_process_encode_what_one_device_does(tiny_model: 
     lines = (SCIFACT_MINI / "corpus.jsonl").read_text().splitlines()[:60]
     (tmp_path / "corpus.jsonl").write_text("\n".join(lines) + "\n")
     common = ["index", tmp_path / "corpus.jsonl", "--model", tiny_model, "--mode", "colbert"]
-    assert cli(*common, "--out", tmp_path / "one", "--device", "cpu").code == 0
-    assert cli(*common, "--out", tmp_path / "two", "--device", "cpu,cpu").code == 0
+    assert cli(*common, "--output", tmp_path / "one", "--device", "cpu").code == 0
+    assert cli(*common, "--output", tmp_path / "two", "--device", "cpu,cpu").code == 0
     assert_same_results(tmp_path / "one", tmp_path / "two")
 
     texts = [doc_text(d) for d in load_corpus(tmp_path / "corpus.jsonl").values()]

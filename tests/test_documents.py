@@ -470,7 +470,7 @@ def test_cli_stores_documents_filters_searches_and_describes_the_index(
     for index_type in ("flat", "exact"):
         out = tmp_path / f"idx-{index_type}"
         mode = "dense" if index_type == "flat" else "colbert"
-        result = cli("index", beir, "--model", tiny_model, "--mode", mode, "--index-type", index_type, "--out", out)
+        result = cli("index", beir, "--model", tiny_model, "--mode", mode, "--index-type", index_type, "--output", out)
         assert result.code == 0, result.err
         result = cli("search", out, "cancer", "-k", "10", "--json", "--snippet", "12",
                      "--where", "year >= ? AND venue = ?", "--param", "2020", "--param", "ACL")  # fmt: skip
@@ -491,7 +491,7 @@ def test_cli_stores_documents_filters_searches_and_describes_the_index(
             (["--where", "year = ?; DROP TABLE documents", "--param", "1"], "';'"),
             (["--where", "yr = ?", "--param", "1"], "unknown field 'yr'"),
             (["--where", "year = ? AND venue = ?", "--param", "1"], "2 `?` placeholders but 1"),
-            (["--param", "1"], "add --where"),
+            (["--param", "1"], "--param: values for the ? of a where condition"),
         ):
             result = cli("search", out, "x", *bad)
             assert result.code == 2 and message in result.err and result.err.count("\n") == 1, (bad, result.err)
@@ -521,7 +521,7 @@ def test_cli_stores_documents_filters_searches_and_describes_the_index(
 
     # --no-store-text keeps ids and metadata only
     out = tmp_path / "no-text"
-    assert cli("index", beir, "--model", tiny_model, "--out", out, "--no-store-text").code == 0
+    assert cli("index", beir, "--model", tiny_model, "--output", out, "--no-store-text").code == 0
     hit = json.loads(cli("search", out, "cancer", "-k", "1", "--json").out)[0]["hits"][0]
     assert hit["title"] is None and hit["text"] is None and "year" in hit["metadata"]
     assert json.loads(cli("info", out, "--json").out)["store_text"] is False

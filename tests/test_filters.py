@@ -241,10 +241,10 @@ def test_refused_with_a_one_line_message(where: str, params: list[Any], message:
 def test_unknown_field_message_lists_the_known_fields_or_says_there_are_none() -> None:
     with pytest.raises(MbretError) as caught:
         compile_where("yeer = ?", [2020], ["year", "venue"])
-    assert str(caught.value) == "where: unknown field 'yeer'' at position 1; known fields: venue, year"
+    assert str(caught.value) == "where: unknown field 'yeer' at position 1; known fields: venue, year"
     with pytest.raises(MbretError) as caught:
         compile_where("year = ?", [2020])
-    assert str(caught.value) == "where: unknown field 'year'' at position 1; the index has no metadata fields"
+    assert str(caught.value) == "where: unknown field 'year' at position 1; the index has no metadata fields"
 
 
 @pytest.mark.parametrize(

@@ -48,8 +48,8 @@ def test_linear_by_hand() -> None:
 def two_indexes(tmp_path: Path, tiny_model: str, cli) -> tuple[Path, Path]:
     corpus = SCIFACT_MINI / "corpus.jsonl"
     bm25, dense = tmp_path / "bm25", tmp_path / "dense"
-    assert cli("index", corpus, "--mode", "bm25", "--out", bm25).code == 0
-    assert cli("index", corpus, "--model", tiny_model, "--out", dense).code == 0
+    assert cli("index", corpus, "--mode", "bm25", "--output", bm25).code == 0
+    assert cli("index", corpus, "--model", tiny_model, "--output", dense).code == 0
     return bm25, dense
 
 
@@ -84,13 +84,13 @@ def test_cli_fuse_search_and_eval(two_indexes: tuple[Path, Path], tmp_path: Path
     assert results["settings"]["alpha"] == 0.6 and len(results["settings"]["indexes"]) == 2
     lines = (SCIFACT_MINI / "corpus.jsonl").read_text().splitlines()
     (tmp_path / "half.jsonl").write_text("\n".join(lines[:250]) + "\n")
-    assert cli("index", tmp_path / "half.jsonl", "--mode", "bm25", "--out", tmp_path / "half").code == 0
+    assert cli("index", tmp_path / "half.jsonl", "--mode", "bm25", "--output", tmp_path / "half").code == 0
     other = cli("search", "--fuse", f"{two_indexes[0]},{tmp_path / 'half'}", "virus")
     assert other.code == 2 and "holds other documents" in other.err
     one = cli("search", "--fuse", str(two_indexes[0]), "virus")
     assert one.code == 2 and "two or more index directories" in one.err
     alone = cli("search", two_indexes[0], "virus", "--alpha", "0.3")
-    assert alone.code == 2 and "apply with --fuse" in alone.err
+    assert alone.code == 2 and "applies to a fused search" in alone.err
     rrf_alpha = cli("search", "--fuse", fuse, "virus", "--alpha", "0.3")
     assert rrf_alpha.code == 2 and "rrf fuses ranks" in rrf_alpha.err
     built = cli("eval", SCIFACT_MINI, "--fuse", fuse, "--query-length", "8")

@@ -274,10 +274,10 @@ def test_each_quantizer_survives_save_and_load_and_older_indexes_stay_scalar(
     path.write_text(json.dumps(data))
     loaded, _ = load_index(tmp_path / "scalar")
     assert loaded.params["residual_quantizer"] == "scalar" and loaded.search(queries[:5], k=5) == before
-    np.save(tmp_path / "pq" / "bucket_weights.npy", np.zeros((3, 256, 4), dtype=np.float32))
-    with pytest.raises(IndexFormatError, match=r"bucket_weights.npy: residual codebooks of shape \(3, 256, 4\)"):
+    np.save(tmp_path / "pq" / "codebook.npy", np.zeros((3, 256, 4), dtype=np.float32))
+    with pytest.raises(IndexFormatError, match=r"codebook.npy: residual codebooks of shape \(3, 256, 4\)"):
         load_index(tmp_path / "pq")
-    with pytest.raises(Exception, match="residual_quantizer 'opq': choose one of pq, scalar"):
+    with pytest.raises(Exception, match="residual_quantizer: 'opq': choose one of pq, scalar"):
         PlaidIndex(128, residual_quantizer="opq")
 
 
@@ -290,7 +290,7 @@ def test_cli_plaid_index_search_eval(tmp_path: Path, cli, tiny_model: str, small
         tiny_model,
         "--mode",
         "colbert",
-        "--out",
+        "--output",
         out,
         "--nbits",
         "4",
@@ -314,12 +314,12 @@ def test_cli_plaid_index_search_eval(tmp_path: Path, cli, tiny_model: str, small
     assert results["settings"]["index_type"] == "plaid" and results["settings"]["index_params"]["nbits"] == 1
     assert cli("search", out, "x", "--n-ivf-probe", "2").code == 0
     scalar = tmp_path / "scalar"
-    options = ("--mode", "colbert", "--out", scalar, "--index-param", "residual_quantizer=scalar")
+    options = ("--mode", "colbert", "--output", scalar, "--index-param", "residual_quantizer=scalar")
     assert cli("index", small_beir, "--model", tiny_model, *options).code == 0
     assert json.loads((scalar / "manifest.json").read_text())["index_params"]["residual_quantizer"] == "scalar"
-    bad = ("--mode", "colbert", "--out", tmp_path / "bad", "--index-param", "residual_quantizer=opq")
+    bad = ("--mode", "colbert", "--output", tmp_path / "bad", "--index-param", "residual_quantizer=opq")
     result = cli("index", small_beir, "--model", tiny_model, *bad)
-    assert result.code != 0 and "residual_quantizer 'opq': choose one of pq, scalar" in result.err
+    assert result.code != 0 and "residual_quantizer: 'opq': choose one of pq, scalar" in result.err
 
 
 @pytest.mark.parametrize("kind", ["faiss", "exact", "plaid"])
@@ -367,10 +367,10 @@ def test_compact_and_recluster(tmp_path: Path) -> None:
 
 def test_cli_compact_and_recluster(tmp_path: Path, cli, tiny_model: str, small_beir: Path) -> None:
     out = tmp_path / "idx"
-    assert cli("index", small_beir, "--model", tiny_model, "--mode", "colbert", "--out", out).code == 0
+    assert cli("index", small_beir, "--model", tiny_model, "--mode", "colbert", "--output", out).code == 0
     extra = tmp_path / "extra.jsonl"
     extra.write_text(json.dumps({"_id": "x1", "text": "an added document about liver tumors"}) + "\n")
-    result = cli("index", extra, "--out", out, "--add", "--recluster")
+    result = cli("index", extra, "--output", out, "--add", "--recluster")
     assert result.code == 0 and "drift" in result.out and "reclustered" in result.out, result.err
     assert cli("delete", out, "d1", "d2").code == 0
     result = cli("compact", out)

@@ -49,21 +49,21 @@ def test_pool_factor_is_recorded_and_applied_on_add(tiny_model: str, tmp_path: P
     (tmp_path / "b.jsonl").write_text("\n".join(rows[30:60]) + "\n")
     out = tmp_path / "idx"
     common = ["--model", tiny_model, "--mode", "colbert", "--index-type", "exact"]
-    done = cli("index", tmp_path / "a.jsonl", *common, "--pool-factor", "2", "--out", out)
+    done = cli("index", tmp_path / "a.jsonl", *common, "--pool-factor", "2", "--output", out)
     assert done.code == 0, done.err
     assert json.loads((out / "manifest.json").read_text())["pool_factor"] == 2
     retriever = Retriever.load(out)
     assert isinstance(retriever.encoder, ColBERTEncoder) and retriever.encoder.pool_factor == 2
     pooled_first = retriever.index.num_tokens
-    assert cli("index", tmp_path / "b.jsonl", "--out", out, "--add").code == 0
+    assert cli("index", tmp_path / "b.jsonl", "--output", out, "--add").code == 0
     added = Retriever.load(out).index.num_tokens - pooled_first
     plain = ColBERTEncoder.load(tiny_model, device="cpu")
     second = load_corpus(tmp_path / "b.jsonl")
     unpooled = sum(len(t) for t in plain.encode_corpus([d["title"] + " " + d["text"] for d in second.values()]))
     assert added < 0.6 * unpooled  # the added documents were pooled too
-    refused = cli("index", tmp_path / "b.jsonl", "--out", out, "--add", "--pool-factor", "3")
+    refused = cli("index", tmp_path / "b.jsonl", "--output", out, "--add", "--pool-factor", "3")
     assert refused.code == 2 and "pools documents by 2" in refused.err
-    dense = cli("index", corpus, "--model", tiny_model, "--pool-factor", "2", "--out", tmp_path / "dense")
+    dense = cli("index", corpus, "--model", tiny_model, "--pool-factor", "2", "--output", tmp_path / "dense")
     assert dense.code == 2 and "applies to mode colbert" in dense.err.replace("--mode", "mode")
-    bad = cli("index", corpus, *common, "--pool-factor", "0", "--out", tmp_path / "zero")
+    bad = cli("index", corpus, *common, "--pool-factor", "0", "--output", tmp_path / "zero")
     assert bad.code == 2 and "pool-factor: 0" in bad.err.replace("_", "-") and not (tmp_path / "zero").exists()

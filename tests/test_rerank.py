@@ -76,7 +76,8 @@ def test_cli_rerank_a_run_and_a_first_stage_and_eval_rerank(tiny_model: str, tmp
     run = tmp_path / "bm25-eval" / "run.trec"
     out = tmp_path / "reranked.trec"
     done = cli(
-        "rerank", run, "--data", SCIFACT_MINI, "--model", tiny_model, "--mode", "dense", "--depth", "20", "--out", out
+        "rerank", run, "--data", SCIFACT_MINI, "--model", tiny_model, "--mode", "dense", "--rerank-depth", "20",
+        "--output", out,
     )
     assert done.code == 0, done.err
     assert "run.trec" in done.out and "ndcg@10" in done.out  # both stages' rows
@@ -84,10 +85,10 @@ def test_cli_rerank_a_run_and_a_first_stage_and_eval_rerank(tiny_model: str, tmp
     assert set(after) == set(before)
     for qid, hits in after.items():
         assert len(hits) == 20 and {d for d, _ in hits} == {d for d, _ in before[qid][:20]}
-    assert cli("index", SCIFACT_MINI / "corpus.jsonl", "--mode", "bm25", "--out", tmp_path / "bm25").code == 0
+    assert cli("index", SCIFACT_MINI / "corpus.jsonl", "--mode", "bm25", "--output", tmp_path / "bm25").code == 0
     again = cli(
         "rerank", "--first-stage", tmp_path / "bm25", "--data", SCIFACT_MINI, "--model", tiny_model,
-        "--mode", "dense", "--depth", "20", "--out", tmp_path / "again.trec",
+        "--mode", "dense", "--rerank-depth", "20", "--output", tmp_path / "again.trec",
     )  # fmt: skip
     assert again.code == 0, again.err
     assert read_trec_run(tmp_path / "again.trec") == after  # the same candidates, the same scores
@@ -105,17 +106,17 @@ def test_cli_rerank_a_run_and_a_first_stage_and_eval_rerank(tiny_model: str, tmp
 def test_cli_rerank_refuses_bad_input(tiny_model: str, tmp_path: Path, cli) -> None:
     bad = tmp_path / "bad.trec"
     bad.write_text("1 Q0 4983 1 3.2 x\n1 Q0 5836 two 2.0 x\n")
-    common = ["--data", SCIFACT_MINI, "--model", tiny_model, "--out", tmp_path / "o.trec"]
+    common = ["--data", SCIFACT_MINI, "--model", tiny_model, "--output", tmp_path / "o.trec"]
     refused = cli("rerank", bad, *common)
     assert refused.code == 2 and f"{bad}:2:" in refused.err and not (tmp_path / "o.trec").exists()
     bad.write_text("1 Q0 no-such-doc 1 3.2 x\n")
     refused = cli("rerank", bad, *common)
     assert refused.code == 2 and "no-such-doc" in refused.err
     neither = cli("rerank", *common)
-    assert neither.code == 2 and "give a first stage" in neither.err
+    assert neither.code == 2 and "give one first stage" in neither.err
     mode = cli("rerank", bad, *common, "--mode", "sparse")
     assert mode.code == 2 and "mode: sparse" in mode.err.replace("--mode sparse", "mode: sparse")
     keep = cli("rerank", bad, *common, "--keep-identical-ids")
-    assert keep.code == 2 and "--keep-identical-ids applies to --first-stage" in keep.err
+    assert keep.code == 2 and "--keep-identical-ids: applies to an index's first stage" in keep.err
     depth = cli("eval", SCIFACT_MINI, "--mode", "bm25", "--rerank-depth", "5")
-    assert depth.code == 2 and "--rerank-depth applies with --rerank" in depth.err
+    assert depth.code == 2 and "--rerank-depth: applies with a reranker" in depth.err

@@ -89,7 +89,7 @@ def test_colbert_head_and_plaid_fidelity_on_three_query_sets(
 
 @pytest.mark.slow
 def test_report_on_the_scifact_suites(scifact_dense_suite: Path, scifact_colbert_suite: Path, cli, tmp_path) -> None:
-    result = cli("report", scifact_dense_suite, scifact_colbert_suite, "--out", tmp_path / "report")
+    result = cli("report", scifact_dense_suite, scifact_colbert_suite, "--output", tmp_path / "report")
     assert result.code == 0, result.err
     md = (tmp_path / "report" / "report.md").read_text()
     dense = json.loads((scifact_dense_suite / "results.json").read_text())["datasets"]["scifact"]["metrics"]

@@ -194,7 +194,7 @@ def test_yaml_suite_dense_colbert_resume_and_report(tmp_path: Path, cli, tiny_mo
     assert len(manifest["weights_sha256"]) == 64 and manifest["dtype"] == "float32"
     assert manifest["device"].startswith("cpu") and manifest["seed"] == 0
     assert summary["settings"]["batch_size"] == 4 and summary["settings"]["index_type"] == "flat"
-    assert summary["datasets"]["mine"]["lengths"]["used"] == {"max_length": 64}
+    assert summary["datasets"]["mine"]["lengths"]["used"] == {"document_length": 64}
     assert summary["datasets"]["mine"]["split"] == "dev"
     rows = {r["key"]: r for r in summary["paper"]["rows"]}
     ours = summary["datasets"]["scifact"]["metrics"]["ndcg@10"]
@@ -207,7 +207,10 @@ def test_yaml_suite_dense_colbert_resume_and_report(tmp_path: Path, cli, tiny_mo
 
     again = cli("eval", "--suite", suite, "--model", tiny_model, "--output", dense_out, "--resume")
     assert again.code == 0 and "scifact: reusing" in again.err
-    changed = cli("eval", "--suite", suite, "--model", tiny_model, "-o", dense_out, "--resume", "--max-length", "32")
+    changed = cli(
+        "eval", "--suite", suite, "--model", tiny_model, "-o", dense_out, "--resume",
+        "--document-length", "32",
+    )
     assert changed.code == 0 and "reusing" not in changed.err  # another length is another run
 
     colbert_out = tmp_path / "colbert"
@@ -226,7 +229,7 @@ def test_yaml_suite_dense_colbert_resume_and_report(tmp_path: Path, cli, tiny_mo
     assert (colbert_out / "scifact" / "index" / "manifest.json").is_file()
 
     report_dir = tmp_path / "report"
-    result = cli("report", dense_out, colbert_out, "--out", report_dir)
+    result = cli("report", dense_out, colbert_out, "--output", report_dir)
     assert result.code == 0, result.err
     md = (report_dir / "report.md").read_text()
     assert "| SciFact |" in md and "paper: modernbert-base colbert" in md and "report.png" in md
@@ -309,7 +312,7 @@ def test_long_documents_encode_in_token_budget_batches(tiny_model: str, monkeypa
     from mbret.retrieval.dense import DenseEncoder
 
     texts = [_long_text(), "a short document", _long_text(1200), "brain of mice", "vitamin d"]
-    dense = DenseEncoder.load(tiny_model, device="cpu", max_length=8192)
+    dense = DenseEncoder.load(tiny_model, device="cpu", document_length=8192)
     padded: list[int] = []
     forward = dense.model.forward
 

@@ -155,7 +155,7 @@ def test_every_mode_and_loss_trains_reloads_and_evaluates(
     args = ["--model", final, "--mode", mode] + (
         ["--query-length", "8", "--document-length", "16"] if mode == "colbert" else []
     )
-    assert cli("index", beir / "corpus.jsonl", "--out", tmp_path / "idx", *args).code == 0
+    assert cli("index", beir / "corpus.jsonl", "--output", tmp_path / "idx", *args).code == 0
     # the run directory itself names its final model, as a user passes it straight after training
     run_args = [a if a != final else tmp_path / "run" for a in args]
     evaluated = cli("eval", beir, "--output", tmp_path / "eval", *run_args)
@@ -290,7 +290,7 @@ def test_mine_filters_and_resumes_from_cache(tiny_model: str, tmp_path: Path, cl
     assert none_kept == [] and report.dropped == len(pairs)
     assert cached[0].stat().st_mtime_ns == stamp
     # the command writes the FlagEmbedding format, which trains
-    result = cli("mine", beir, "--model", tiny_model, "--out", tmp_path / "mined.jsonl", "--num-negatives", "2")
+    result = cli("mine", beir, "--model", tiny_model, "--output", tmp_path / "mined.jsonl", "--num-negatives", "2")
     assert result.code == 0, result.err
     mined = load_training_data(str(tmp_path / "mined.jsonl"))
     assert mined.kind == "flag" and mined.num_negatives == 2 and len(mined) == len(pairs)
@@ -312,11 +312,11 @@ def test_score_writes_flag_and_id_formats_and_resumes(tiny_model: str, tmp_path:
     assert out.read_text(encoding="utf-8") == full.read_text(encoding="utf-8") and not partial.exists()
     data = load_training_data(str(out))
     assert data.has_scores and len(data.dataset[0]["label"]) == 4
-    result = cli("score", source, "--teacher", f"dense:{tiny_model}", "--out", tmp_path / "kd", "--format", "ids")
+    result = cli("score", source, "--teacher", f"dense:{tiny_model}", "--output", tmp_path / "kd", "--format", "ids")
     assert result.code == 0, result.err
     kd = load_training_data(str(tmp_path / "kd"), n_ways=4)
     assert kd.kind == "ids" and len(kd) == 10 and len(kd.dataset[0]["scores"]) == 4
-    bad = cli("score", source, "--teacher", str(tmp_path / "nothing-here"), "--out", tmp_path / "x.jsonl")
+    bad = cli("score", source, "--teacher", str(tmp_path / "nothing-here"), "--output", tmp_path / "x.jsonl")
     assert bad.code == 2 and "could not load a cross-encoder" in bad.err
 
 

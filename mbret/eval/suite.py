@@ -48,9 +48,9 @@ class SuiteOptions:
     batch_size: int = 64
     device: str | None = None
     dtype: str | None = None
-    max_length: int | None = None  # dense: overrides the registry for every dataset
+    max_length: int | None = None  # deprecated spelling of document_length (dense)
     query_length: int | None = None  # colbert
-    document_length: int | None = None  # colbert
+    document_length: int | None = None  # both heads: overrides the registry for every dataset
     query_expansion: bool | None = None  # colbert: None, the model's own (off for a head built from any other)
     seed: int = 0
     paper_model: str | None = None  # the paper row to compare with; guessed from the model name
@@ -77,8 +77,9 @@ def dataset_lengths(
             query_length = None
         used = {"query_length": query_length, "document_length": document_length}
     else:
-        asked = {"max_length": spec.lengths.dense}  # None: the model's own, as MTEB
-        used = {"max_length": options.max_length or min(asked["max_length"] or own, own)}
+        asked = {"document_length": spec.lengths.dense}  # None: the model's own, as MTEB
+        given = options.document_length or options.max_length
+        used = {"document_length": given or min(asked["document_length"] or own, own)}
     capped = any(asked[k] is not None and used[k] < asked[k] for k in used) and not _overridden(options)
     return {"used": used, "registry": asked, "capped_by_model": capped}
 
@@ -87,7 +88,7 @@ def _apply_lengths(encoder: DenseEncoder | ColBERTEncoder, used: dict[str, int])
     if isinstance(encoder, ColBERTEncoder):
         encoder.set_lengths(used["query_length"], used["document_length"])
     else:
-        encoder.model.max_seq_length = used["max_length"]
+        encoder.model.max_seq_length = used["document_length"]
 
 
 def _run_key(

@@ -355,7 +355,10 @@ class Retriever:
             return None
         encoder = self.encoder
         limit = encoder.query_length
-        return f"{cut} of {len(queries)} queries are longer than {limit} tokens and were cut (query_length raises it)"
+        return (
+            f"{cut} of {len(queries)} queries are longer than {limit} tokens and were cut "
+            "(a longer query length keeps them whole)"
+        )
 
     def search(
         self,

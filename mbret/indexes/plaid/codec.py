@@ -43,7 +43,7 @@ _BLAS_SETTING = threading.Lock()
 def check_quantizer(quantizer: str) -> None:
     """Refuse a residual quantizer that is not one of `QUANTIZERS`, naming the parameter."""
     if quantizer not in QUANTIZERS:
-        raise MbretError(f"residual_quantizer {quantizer!r}: choose one of {', '.join(QUANTIZERS)}")
+        raise ParameterError("residual_quantizer", f"{quantizer!r}: choose one of {', '.join(QUANTIZERS)}")
 
 
 def kmeans_threads() -> int | None:
