@@ -162,7 +162,7 @@ def test_unreachable_dataset_says_what_was_tried(tmp_path: Path, monkeypatch: py
         load_spec(REGISTRY["stackqa"], cache=tmp_path / "cache")
     message = str(info.value)
     assert "hf:CoIR-Retrieval/stackoverflow-qa" in message and "hf:mteb/StackOverflowQA" in message
-    assert "--data-dir" in message
+    assert "pass it as data_dir" in message  # the library's name; the CLI's flag is --data-dir
 
 
 def _small_dirs(root: Path) -> tuple[Path, Path]:

@@ -252,7 +252,7 @@ def test_kill_and_resume(tiny_model: str, tmp_path: Path) -> None:
     target = saved[-1] + 10  # losses are logged every 10 steps: one falls inside the resumed part
     rerun = [sys.executable, "-m", "mbret.cli", *_dense_train_args(tiny_model, data, out, target, save_steps=3)]
     fresh = subprocess.run(rerun, cwd=REPO, env=env, capture_output=True, text=True)
-    assert fresh.returncode == 2 and "--resume" in fresh.stderr
+    assert fresh.returncode == 2 and "--output: " in fresh.stderr and "set resume to continue it" in fresh.stderr
     resumed = subprocess.run(rerun + ["--resume"], cwd=REPO, env=env, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     log = json.loads((out / "train_log.json").read_text())

@@ -78,7 +78,9 @@ def train(config: TrainConfig) -> TrainResult:
     output = Path(config.output or "")
     checkpoints = output / "checkpoints"
     if checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*")) and not config.resume:
-        raise ParameterError("output", f"{output}: holds checkpoints of an earlier run; resume it to continue")
+        raise ParameterError(
+            "output", f"{output}: holds checkpoints of an earlier run; set resume to continue it, or choose another"
+        )
     resume_from = last_complete_checkpoint(checkpoints) if config.resume else None
     if config.resume and resume_from is None:
         raise ParameterError("resume", f"no complete checkpoint in {checkpoints} to continue from")
