@@ -14,6 +14,11 @@ SHARED = Path(os.environ.get("MBRET_SHARED_DATA") or REPO.parent / "shared" / "d
 SCIFACT = SHARED / "beir" / "scifact"
 SCIFACT_MINI = REPO / "examples" / "scifact-mini"
 
+# Tests never reach the network: set before any test module imports huggingface_hub (it reads these once),
+# or each hub lookup waits out its retries (about 45 s a test) wherever the hub cannot be reached.
+for _name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+    os.environ.setdefault(_name, "1")
+
 
 def require_shared(path: Path) -> Path:
     """`path` under the shared data, or the test fails with one line saying where it is expected (no
@@ -63,7 +68,6 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ["MBRET_CACHE"] = str(tmp_path_factory.mktemp("mbret-cache"))
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture(scope="session")

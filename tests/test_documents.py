@@ -335,6 +335,7 @@ def _steps_of_save(index: Any, manifest: Manifest, path: Path, stop_at: int | No
     return count["n"]
 
 
+@pytest.mark.slow  # several processes (kill -9 or concurrent writers): CI runs it
 @pytest.mark.parametrize("index_type", ["flat", "exact"])
 def test_a_kill_at_each_step_of_an_add_leaves_vectors_and_store_at_one_generation(
     tmp_path: Path, index_type: str
@@ -419,6 +420,7 @@ def _reader(path: str, ready: Any, done: Any, queue: Any) -> None:
         queue.put(("error", repr(exc), 0))
 
 
+@pytest.mark.slow  # several processes (kill -9 or concurrent writers): CI runs it
 def test_readers_in_other_processes_keep_searching_while_a_writer_adds(tmp_path: Path) -> None:
     path = tmp_path / "idx"
     index, _ = _build("flat", 200)

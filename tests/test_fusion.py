@@ -44,12 +44,16 @@ def test_linear_by_hand() -> None:
         fuse([[a], [b]], 3, fusion="max")
 
 
-@pytest.fixture()
-def two_indexes(tmp_path: Path, tiny_model: str, cli) -> tuple[Path, Path]:
-    corpus = SCIFACT_MINI / "corpus.jsonl"
-    bm25, dense = tmp_path / "bm25", tmp_path / "dense"
-    assert cli("index", corpus, "--mode", "bm25", "--output", bm25).code == 0
-    assert cli("index", corpus, "--model", tiny_model, "--output", dense).code == 0
+@pytest.fixture(scope="module")
+def two_indexes(tmp_path_factory: pytest.TempPathFactory, tiny_model: str) -> tuple[Path, Path]:
+    """A BM25 and a dense index of scifact-mini, built once for this file's tests (they only read them).
+    Documents are cut at 256 tokens: fusion reads rankings, and the tiny model's 8192 would only cost time."""
+    from mbret.cli import run
+
+    corpus, root = SCIFACT_MINI / "corpus.jsonl", tmp_path_factory.mktemp("fused")
+    bm25, dense = root / "bm25", root / "dense"
+    assert run(["index", str(corpus), "--mode", "bm25", "--output", str(bm25)]) == 0
+    assert run(["index", str(corpus), "--model", tiny_model, "--document-length", "256", "--output", str(dense)]) == 0
     return bm25, dense
 
 

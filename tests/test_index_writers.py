@@ -67,6 +67,7 @@ def _race(target, path: Path, *per_process: object) -> None:  # noqa: ANN001
     assert all(w.exitcode == 0 for w in workers), [w.exitcode for w in workers]
 
 
+@pytest.mark.slow  # several processes (kill -9 or concurrent writers): CI runs it
 def test_two_processes_deleting_at_once_both_persist(tmp_path: Path) -> None:
     path = tmp_path / "idx"
     a, b = [f"a{i}" for i in range(ROUNDS)], [f"b{i}" for i in range(ROUNDS)]
@@ -77,6 +78,7 @@ def test_two_processes_deleting_at_once_both_persist(tmp_path: Path) -> None:
     assert manifest.num_docs == 1 and manifest.generation == 1 + 2 * ROUNDS
 
 
+@pytest.mark.slow  # several processes (kill -9 or concurrent writers): CI runs it
 def test_two_processes_adding_at_once_all_present(tmp_path: Path) -> None:
     path = tmp_path / "idx"
     _build(path, ["seed"])
@@ -161,6 +163,7 @@ def _save_killed_mid_swap(path: str, doc_id: str, barrier: object) -> None:
     index.save(path, manifest, replace=True)
 
 
+@pytest.mark.slow  # several processes (kill -9 or concurrent writers): CI runs it
 def test_a_write_killed_mid_swap_leaves_the_previous_generation_loadable(tmp_path: Path) -> None:
     path = tmp_path / "idx"
     _build(path, ["a", "b"])

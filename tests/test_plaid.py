@@ -13,6 +13,7 @@ import torch
 from mbret.errors import IndexFormatError
 from mbret.indexes import ExactMaxSimIndex, Manifest, PlaidIndex, load_index
 from mbret.indexes.plaid import ResidualCodec, full_scores, pack_bits, resolve_budgets, unpack_bits
+from mbret.indexes.plaid.codec import QUANTIZERS
 from mbret.types import SearchParams
 
 
@@ -78,16 +79,17 @@ def test_residual_codebooks_leave_less_error_than_scalar_buckets(
     """The default quantizer ("pq": a 256-word codebook per byte of residual) against ColBERTv2's buckets at
     the same bytes and centroids; and each stored byte is its position's nearest codeword."""
     vectors = torch.cat(corpus[0][:600])
-    errors = {}
+    errors, codecs = {}, {}
     for quantizer in ("pq", "scalar"):
-        codec = ResidualCodec.train(vectors, nbits, 64, seed=0, quantizer=quantizer)
+        codec = codecs[quantizer] = ResidualCodec.train(vectors, nbits, 64, seed=0, quantizer=quantizer)
         assert codec.quantizer == quantizer
         codes, packed, _ = codec.compress(vectors)
         assert packed.shape == (len(vectors), 128 * nbits // 8) and packed.dtype == torch.uint8
         errors[quantizer] = float(((codec.decompress(codes, packed) - vectors) ** 2).sum(dim=1).mean())
     assert errors["pq"] < (0.8 if nbits < 8 else 1.0) * errors["scalar"], errors
+    assert QUANTIZERS[0] == "pq"  # the default, whose codebooks the rest reads
     residuals = vectors - codec.centroids[codes]
-    books = ResidualCodec.train(vectors, nbits, 64, seed=0).weights  # (bytes, 256, dims per byte)
+    books = codecs["pq"].weights  # the default quantizer's codebooks: (bytes, 256, dims per byte)
     pq = ResidualCodec(codec.centroids, torch.zeros(0), books, nbits, 0.0)
     pieces = residuals[:50].view(50, books.shape[0], 1, books.shape[2])
     nearest = ((pieces - books[None]) ** 2).sum(dim=3).argmin(dim=2)

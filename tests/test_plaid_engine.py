@@ -127,6 +127,7 @@ def _save_killed_at(index: PlaidIndex, manifest: Manifest, path: Path, call: str
     index.save(path, manifest)
 
 
+@pytest.mark.slow  # several processes (kill -9 or concurrent writers): CI runs it
 @pytest.mark.parametrize("compact", [False, True], ids=["add-and-delete", "compact"])
 def test_a_save_killed_at_any_file_write_leaves_a_loadable_generation(tmp_path: Path, compact: bool) -> None:
     docs = _docs(120, seed=0)

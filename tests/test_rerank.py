@@ -54,9 +54,11 @@ def test_dense_rerank_is_the_cosine(tiny_model: str, candidates) -> None:
 def test_cross_encoder_rerank_is_its_predict(tiny_model: str, tmp_path: Path, candidates) -> None:
     from sentence_transformers import CrossEncoder
 
-    CrossEncoder(tiny_model, num_labels=1).save(str(tmp_path / "ce"))  # a random head, saved once
+    # a random head, saved once; pairs cut at 128 tokens (saved with it), as the check needs no more
+    CrossEncoder(tiny_model, num_labels=1, max_length=128).save(str(tmp_path / "ce"))
     got = rerank(QUERIES, candidates, str(tmp_path / "ce"), "cross-encoder")
     model = CrossEncoder(str(tmp_path / "ce"))
+    assert model.max_seq_length == 128
     for query, row, hits in zip(QUERIES, candidates, got):
         scores = model.predict([(query, t) for _, t in row])
         by_hand = {d: float(s) for (d, _), s in zip(row, scores)}
@@ -77,8 +79,8 @@ def test_cli_rerank_a_run_and_a_first_stage_and_eval_rerank(tiny_model: str, tmp
     out = tmp_path / "reranked.trec"
     done = cli(
         "rerank", run, "--data", SCIFACT_MINI, "--model", tiny_model, "--mode", "dense", "--rerank-depth", "20",
-        "--output", out,
-    )
+        "--document-length", "64", "--output", out,
+    )  # fmt: skip
     assert done.code == 0, done.err
     assert "run.trec" in done.out and "ndcg@10" in done.out  # both stages' rows
     before, after = read_trec_run(run), read_trec_run(out)
@@ -88,13 +90,13 @@ def test_cli_rerank_a_run_and_a_first_stage_and_eval_rerank(tiny_model: str, tmp
     assert cli("index", SCIFACT_MINI / "corpus.jsonl", "--mode", "bm25", "--output", tmp_path / "bm25").code == 0
     again = cli(
         "rerank", "--first-stage", tmp_path / "bm25", "--data", SCIFACT_MINI, "--model", tiny_model,
-        "--mode", "dense", "--rerank-depth", "20", "--output", tmp_path / "again.trec",
+        "--mode", "dense", "--rerank-depth", "20", "--document-length", "64", "--output", tmp_path / "again.trec",
     )  # fmt: skip
     assert again.code == 0, again.err
     assert read_trec_run(tmp_path / "again.trec") == after  # the same candidates, the same scores
     scored = cli(
         "eval", SCIFACT_MINI, "--mode", "bm25", "--rerank", f"{tiny_model}:dense", "--rerank-depth", "20",
-        "--output", tmp_path / "both",
+        "--document-length", "64", "--output", tmp_path / "both",
     )  # fmt: skip
     assert scored.code == 0, scored.err
     assert scored.out.count("scifact-mini") == 2  # a row per stage
