@@ -9,7 +9,7 @@ import pytest
 
 from mbret.errors import MbretError
 from mbret.retrieval.fusion import FusedRetriever, fuse, fuse_linear, fuse_rrf
-from tests.conftest import SCIFACT_MINI
+from tests.conftest import SCIFACT_MINI, _run_cli
 
 
 def test_rrf_by_hand() -> None:
@@ -48,12 +48,10 @@ def test_linear_by_hand() -> None:
 def two_indexes(tmp_path_factory: pytest.TempPathFactory, tiny_model: str) -> tuple[Path, Path]:
     """A BM25 and a dense index of scifact-mini, built once for this file's tests (they only read them).
     Documents are cut at 256 tokens: fusion reads rankings, and the tiny model's 8192 would only cost time."""
-    from mbret.cli import run
-
     corpus, root = SCIFACT_MINI / "corpus.jsonl", tmp_path_factory.mktemp("fused")
     bm25, dense = root / "bm25", root / "dense"
-    assert run(["index", str(corpus), "--mode", "bm25", "--output", str(bm25)]) == 0
-    assert run(["index", str(corpus), "--model", tiny_model, "--document-length", "256", "--output", str(dense)]) == 0
+    _run_cli("index", corpus, "--mode", "bm25", "--output", bm25)
+    _run_cli("index", corpus, "--model", tiny_model, "--document-length", "256", "--output", dense)
     return bm25, dense
 
 

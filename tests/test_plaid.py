@@ -88,9 +88,9 @@ def test_residual_codebooks_leave_less_error_than_scalar_buckets(
         errors[quantizer] = float(((codec.decompress(codes, packed) - vectors) ** 2).sum(dim=1).mean())
     assert errors["pq"] < (0.8 if nbits < 8 else 1.0) * errors["scalar"], errors
     assert QUANTIZERS[0] == "pq"  # the default, whose codebooks the rest reads
-    residuals = vectors - codec.centroids[codes]
-    books = codecs["pq"].weights  # the default quantizer's codebooks: (bytes, 256, dims per byte)
-    pq = ResidualCodec(codec.centroids, torch.zeros(0), books, nbits, 0.0)
+    pq = codecs["pq"]
+    residuals = vectors - pq.centroids[codes]  # k-means is the quantizers' shared first step: same centroids
+    books = pq.weights  # (bytes, 256, dims per byte)
     pieces = residuals[:50].view(50, books.shape[0], 1, books.shape[2])
     nearest = ((pieces - books[None]) ** 2).sum(dim=3).argmin(dim=2)
     torch.testing.assert_close(pq.encode_residuals(residuals[:50]).long(), nearest)
