@@ -421,15 +421,21 @@ def test_query_parallel_search_equals_one_by_one(corpus: tuple[list[torch.Tensor
     assert index.search(queries[:1], k=5, workers=4) == index.search(queries[:1], k=5, workers=1)
 
 
+@pytest.mark.parametrize("block_floats", [None, 256])
 @pytest.mark.parametrize("nbits", [2, 4])
 def test_stage_scores_equal_their_plain_definitions(
-    nbits: int, corpus: tuple[list[torch.Tensor], list[torch.Tensor]]
+    nbits: int, block_floats: int | None, corpus: tuple[list[torch.Tensor], list[torch.Tensor]], monkeypatch
 ) -> None:
     """Stages 2-4 reduce per document by scatters over index_select'ed rows of each chunk; their scores must
     equal the plain definitions: the max of each query token's centroid scores over a document's tokens
     (stage 3; stage 2 the same over the centroids kept, at least 0) and MaxSim over the decompressed vectors
-    (stage 4), an empty document scoring 0, across chunks and whatever the order stage 4 is asked in."""
+    (stage 4), an empty document scoring 0, across chunks and whatever the order stage 4 is asked in; for
+    short queries (a narrower reduction) as for long ones, and in blocks of any size."""
+    from mbret.indexes.plaid import search
     from mbret.indexes.plaid.search import centroid_interaction, exact_scores, pruned_interaction
+
+    if block_floats is not None:  # blocks of a few rows: a document spans a block or has one of its own
+        monkeypatch.setattr(search, "BLOCK_FLOATS", block_floats)
 
     docs, queries = corpus
     index = PlaidIndex(128, nbits=nbits)
@@ -447,7 +453,7 @@ def test_stage_scores_equal_their_plain_definitions(
     offsets = np.cumsum([0] + [len(d) for d in chosen])
     asked = torch.tensor([12, 7, 3, 39, 0, 25, 21])
     ascending = torch.sort(asked).values
-    for query in queries[:5]:
+    for query in [*queries[:4], queries[4][:5], queries[5][:12]]:
         scores_t = index.codec.centroids @ query.T
         kept = scores_t.amax(dim=1) >= 0.3
         stage2 = pruned_interaction(state, scores_t, ascending, kept)

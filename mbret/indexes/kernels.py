@@ -11,11 +11,22 @@ import torch
 
 def max_per_segment(values: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
     """(segments, lq) column-wise max of consecutive row segments of values (rows, lq) with the given row
-    counts; an empty segment gives 0. One scatter through an expanded (not copied) owner index: faster on
-    CPU than `embedding_bag(mode="max")`, which has no fast CPU kernel, and no padded copy."""
-    owner = torch.repeat_interleave(torch.arange(len(counts), device=values.device), counts)
-    best = torch.zeros(len(counts), values.shape[1], device=values.device)
-    return best.scatter_reduce_(0, owner[:, None].expand_as(values), values, "amax", include_self=False)
+    counts; an empty segment gives 0. No padded copy: on CPU, with fewer than `NARROW_COLUMNS` columns (a
+    short query's tokens), `torch.segment_reduce`; otherwise one scatter through an expanded (not copied)
+    owner index into a -inf buffer. Torch's CPU scatter-reduce has its fast path only from 16 columns,
+    below which it is 3x slower than `segment_reduce`, which is itself slower from 16 columns on; and
+    `include_self=False` would first fill the rows through a generic scatter, as slow again
+    (benchmarks/plaid_kernels.py). Both beat `embedding_bag(mode="max")`, which has no fast CPU kernel."""
+    if values.shape[1] < NARROW_COLUMNS and values.device.type == "cpu":
+        best = torch.segment_reduce(values, "max", lengths=counts, axis=0, unsafe=True)
+    else:
+        owner = torch.repeat_interleave(torch.arange(len(counts), device=values.device), counts)
+        best = torch.full((len(counts), values.shape[1]), float("-inf"), device=values.device, dtype=values.dtype)
+        best.scatter_reduce_(0, owner[:, None].expand_as(values), values, "amax", include_self=True)
+    return best.masked_fill_((counts == 0)[:, None], 0.0)
+
+
+NARROW_COLUMNS = 16  # below this many columns `max_per_segment` takes `torch.segment_reduce` on CPU
 
 
 def token_groups(tensors: list[torch.Tensor], max_tokens: int) -> list[list[torch.Tensor]]:
@@ -29,6 +40,22 @@ def token_groups(tensors: list[torch.Tensor], max_tokens: int) -> list[list[torc
         groups[-1].append(t)
         tokens += len(t)
     return groups
+
+
+def segment_blocks(counts: torch.Tensor, max_rows: int) -> list[tuple[int, int]]:
+    """Consecutive [begin, end) ranges of segments (with `counts` rows each) holding at most `max_rows` rows
+    each (a longer segment alone): a stage's work in blocks whose temporaries stay bounded."""
+    if not len(counts):
+        return []
+    ends = torch.cumsum(counts, 0)
+    if int(ends[-1]) <= max_rows:
+        return [(0, len(counts))]
+    out, begin, base = [], 0, 0
+    while begin < len(counts):
+        end = max(int(torch.searchsorted(ends, base + max_rows, right=True)), begin + 1)
+        out.append((begin, end))
+        base, begin = int(ends[end - 1]), end
+    return out
 
 
 def ranges(starts: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:

@@ -19,11 +19,15 @@ import warnings
 
 import torch
 
-from mbret.indexes.kernels import max_per_segment, ranges
+from mbret.indexes.kernels import max_per_segment, ranges, segment_blocks
 from mbret.indexes.plaid.ivf import SearchState
 from mbret.types import SearchParams
 
-INTERACTION_DOCS = 4096  # candidates whose centroid pairs stage 2 gathers at a time (bounds its memory)
+# Stages 2-4 work in blocks of at most this many (row x query token) floats: their temporaries stay a few
+# MB whatever the query's length and the candidates. Larger blocks are slower, not faster: a temporary past
+# glibc's largest heap chunk (32 MB) is mapped fresh from the OS each time, and its page faults then cost
+# more than the gather that fills it (benchmarks/plaid_kernels.py)
+BLOCK_FLOATS = 1 << 20
 # a filter matching at most this many documents has them all scored by stage 4 rather than searched for
 # (measured where the two cost the same on SciFact: docs/benchmarks.md, "Filtered search")
 EXACT_SUBSET_DOCS = 128
@@ -143,15 +147,17 @@ def pruned_interaction(
     position.index_copy_(0, docs, torch.arange(1, len(docs) + 1, dtype=torch.int32, device=docs.device))
     try:
         for chunk in state.chunks:
-            starts = chunk.ivf_offsets.index_select(0, kept_ids)
-            counts = chunk.ivf_offsets.index_select(0, kept_ids + 1) - starts
-            pair_docs = chunk.ivf_docs.index_select(0, ranges(starts, starts + counts))
-            where = position.index_select(0, pair_docs.to(torch.int64).add_(chunk.doc_start))
-            use = where > 0
-            values = scores_t.index_select(0, torch.repeat_interleave(kept_ids, counts)[use])
-            #  (the (pairs, lq) index is an expanded view: faster than building flat int64 targets)
-            target = where[use].to(torch.int64).sub_(1)
-            best.scatter_reduce_(0, target[:, None].expand_as(values), values, "amax")
+            all_starts = chunk.ivf_offsets.index_select(0, kept_ids)
+            all_counts = chunk.ivf_offsets.index_select(0, kept_ids + 1) - all_starts
+            for begin, end in segment_blocks(all_counts, max(BLOCK_FLOATS // scores_t.shape[1], 1)):
+                starts, counts = all_starts[begin:end], all_counts[begin:end]
+                pair_docs = chunk.ivf_docs.index_select(0, ranges(starts, starts + counts))
+                where = position.index_select(0, pair_docs.to(torch.int64).add_(chunk.doc_start))
+                use = where > 0
+                values = scores_t.index_select(0, torch.repeat_interleave(kept_ids[begin:end], counts)[use])
+                #  (the (pairs, lq) index is an expanded view: faster than building flat int64 targets)
+                target = where[use].to(torch.int64).sub_(1)
+                best.scatter_reduce_(0, target[:, None].expand_as(values), values, "amax")
     finally:
         position.index_fill_(0, docs, 0)  # back to all zeros, in O(candidates)
     return best.sum(dim=1)
@@ -178,16 +184,16 @@ def centroid_interaction(state: SearchState, scores_t: torch.Tensor, docs: torch
     """Stage 3: approximate MaxSim of one query over ascending `docs` from centroid scores alone, read
     through each document's distinct centroids: their rows of `scores_t` (centroids, query tokens),
     max-reduced per document and query token, summed over query tokens. A document without tokens scores
-    0. Gathers `INTERACTION_DOCS` documents' pairs at a time."""
+    0. Gathers the pairs of documents in blocks of `BLOCK_FLOATS`."""
     out = torch.empty(len(docs), device=scores_t.device)
+    rows = max(BLOCK_FLOATS // scores_t.shape[1], 1)
     for chunk, begin, _end, local in state.per_chunk(docs):
-        for b in range(0, len(local), INTERACTION_DOCS):
-            part = local[b : b + INTERACTION_DOCS]
-            starts = chunk.doc_code_offsets.index_select(0, part)
-            counts = chunk.doc_code_offsets.index_select(0, part + 1) - starts
+        all_starts = chunk.doc_code_offsets.index_select(0, local)
+        all_counts = chunk.doc_code_offsets.index_select(0, local + 1) - all_starts
+        for b, e in segment_blocks(all_counts, rows):
+            starts, counts = all_starts[b:e], all_counts[b:e]
             codes = chunk.widen(chunk.doc_codes.index_select(0, ranges(starts, starts + counts)))
-            best = max_per_segment(scores_t.index_select(0, codes), counts)
-            out[begin + b : begin + b + len(part)] = best.sum(dim=1)
+            out[begin + b : begin + e] = max_per_segment(scores_t.index_select(0, codes), counts).sum(dim=1)
     return out
 
 
@@ -199,15 +205,18 @@ def exact_scores(state: SearchState, query: torch.Tensor, scores_t: torch.Tensor
     order = torch.argsort(docs)
     ordered = docs[order]
     scores = torch.empty(len(docs), device=scores_t.device)
-    for chunk, begin, end, local in state.per_chunk(ordered):
-        lengths = chunk.doclens.index_select(0, local)
-        first = chunk.offsets.index_select(0, local)
-        rows = ranges(first, first + lengths)
-        sims = scores_t.index_select(0, chunk.widen(chunk.codes.index_select(0, rows)))
-        packed = chunk.residuals.index_select(0, rows).view(torch.uint8).view(len(rows), state.residual_bytes)
-        sims += state.codec.residual_similarities(query, packed)
-        sims /= chunk.norms.index_select(0, rows).clamp_min(1e-12)[:, None]
-        scores[begin:end] = max_per_segment(sims, lengths).sum(dim=1)
+    block_rows = max(BLOCK_FLOATS // scores_t.shape[1], 1)
+    for chunk, begin, _end, local in state.per_chunk(ordered):
+        all_lengths = chunk.doclens.index_select(0, local)
+        all_first = chunk.offsets.index_select(0, local)
+        for b, e in segment_blocks(all_lengths, block_rows):
+            lengths, first = all_lengths[b:e], all_first[b:e]
+            rows = ranges(first, first + lengths)
+            sims = scores_t.index_select(0, chunk.widen(chunk.codes.index_select(0, rows)))
+            packed = chunk.residuals.index_select(0, rows).view(torch.uint8).view(len(rows), state.residual_bytes)
+            sims += state.codec.residual_similarities(query, packed)
+            sims /= chunk.norms.index_select(0, rows).clamp_min(1e-12)[:, None]
+            scores[begin + b : begin + e] = max_per_segment(sims, lengths).sum(dim=1)
     out = torch.empty_like(scores)
     out[order] = scores
     return out
