@@ -201,6 +201,42 @@ def test_build_is_deterministic(corpus: tuple[list[torch.Tensor], list[torch.Ten
     assert torch.equal(ca.codes, cb.codes) and torch.equal(ca.residuals, cb.residuals)
 
 
+@pytest.mark.parametrize("path", ["one-shot", "streaming"])
+def test_given_centroids_build_the_index_training_would(
+    path: str, corpus: tuple[list[torch.Tensor], list[torch.Tensor]]
+) -> None:
+    """An index at nbits 2 given an nbits-4 index's centroids (no k-means) is the nbits-2 index a build
+    from scratch makes: same codec, same codes and residuals, on either build path."""
+    docs, queries = corpus
+    ids = [str(i) for i in range(len(docs))]
+
+    def build(nbits: int, centroids: torch.Tensor | None = None) -> PlaidIndex:
+        index = PlaidIndex(128, nbits=nbits, seed=5, centroids=centroids)
+        if path == "one-shot":
+            index.add(ids, docs)
+        else:
+            index.add_in_chunks(ids, docs, chunk_docs=512)
+        index.search_state()
+        return index
+
+    fine = build(4)
+    fresh, given = build(2), build(2, centroids=fine.codec.centroids)
+    assert torch.equal(given.codec.centroids, fine.codec.centroids)
+    assert given.codec.fingerprint() == fresh.codec.fingerprint() and given.params == fresh.params
+    for a, b in zip(given.search_state().chunks, fresh.search_state().chunks):
+        assert torch.equal(a.codes, b.codes) and torch.equal(a.residuals, b.residuals)
+    assert given.search(queries[:5], k=10) == fresh.search(queries[:5], k=10)
+
+
+def test_given_centroids_must_fit_the_index() -> None:
+    from mbret.errors import ParameterError
+
+    with pytest.raises(ParameterError, match="centroids"):
+        PlaidIndex(128, centroids=torch.zeros(16, 64))
+    with pytest.raises(ParameterError, match="num_centroids"):
+        PlaidIndex(128, num_centroids=32, centroids=torch.zeros(16, 128))
+
+
 def test_add_delete_reload_keep_ids_and_chunks(
     corpus: tuple[list[torch.Tensor], list[torch.Tensor]], tmp_path: Path
 ) -> None:

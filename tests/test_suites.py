@@ -208,8 +208,16 @@ def test_yaml_suite_dense_colbert_resume_and_report(tmp_path: Path, cli, tiny_mo
     again = cli("eval", "--suite", suite, "--model", tiny_model, "--output", dense_out, "--resume")
     assert again.code == 0 and "scifact: reusing" in again.err
     changed = cli(
-        "eval", "--suite", suite, "--model", tiny_model, "-o", dense_out, "--resume",
-        "--document-length", "32",
+        "eval",
+        "--suite",
+        suite,
+        "--model",
+        tiny_model,
+        "-o",
+        dense_out,
+        "--resume",
+        "--document-length",
+        "32",
     )
     assert changed.code == 0 and "reusing" not in changed.err  # another length is another run
 

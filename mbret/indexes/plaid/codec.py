@@ -137,28 +137,18 @@ class ResidualCodec:
         seed: int = 0,
         niter: int = 8,
         quantizer: str = QUANTIZERS[0],
+        centroids: torch.Tensor | None = None,
     ) -> ResidualCodec:
-        import faiss
-
+        """Fit on `sample`: k-means centroids (or the `centroids` given, kept as they are), then the
+        residual quantizer on the sample's residuals from them."""
         if nbits not in NBITS:
             raise ParameterError("nbits", f"{nbits}: choose one of {', '.join(map(str, NBITS))}")
         check_quantizer(quantizer)
         sample = sample.float().contiguous()
-        num_centroids = min(num_centroids, len(sample))
-        kmeans = faiss.Kmeans(
-            sample.shape[1],
-            num_centroids,
-            niter=niter,
-            seed=seed,
-            spherical=True,
-            gpu=1 if _faiss_gpus(faiss) else False,  # faiss-gpu (the `gpu` extra): k-means on the first GPU
-            verbose=False,
-            max_points_per_centroid=256,
-            min_points_per_centroid=16,  # only sets when faiss warns; the sample aims at ~40 (35 after skiplist)
-        )
         with cpu_threads(kmeans_threads()):
-            kmeans.train(sample.numpy())
-            centroids = torch.from_numpy(kmeans.centroids.copy())
+            if centroids is None:
+                centroids = kmeans_centroids(sample, min(num_centroids, len(sample)), seed, niter)
+            centroids = centroids.float().contiguous()
             codes = cls.assign(centroids, sample)
             if quantizer == "pq":
                 cutoffs, weights = torch.zeros(0), train_codebooks(sample, centroids, codes, nbits, seed)
@@ -258,6 +248,25 @@ class ResidualCodec:
             rows = packed[start : start + block].to(torch.int32).add_(self._shift)  # and for embedding_bag
             out[start : start + block] = torch.nn.functional.embedding_bag(rows, table, mode="sum")
         return out
+
+
+def kmeans_centroids(sample: torch.Tensor, num_centroids: int, seed: int, niter: int) -> torch.Tensor:
+    """Spherical k-means (FAISS, seeded) on float32 `sample`; on the first GPU where faiss-gpu has one."""
+    import faiss
+
+    kmeans = faiss.Kmeans(
+        sample.shape[1],
+        num_centroids,
+        niter=niter,
+        seed=seed,
+        spherical=True,
+        gpu=1 if _faiss_gpus(faiss) else False,  # faiss-gpu (the `gpu` extra): k-means on the first GPU
+        verbose=False,
+        max_points_per_centroid=256,
+        min_points_per_centroid=16,  # only sets when faiss warns; the sample aims at ~40 (35 after skiplist)
+    )
+    kmeans.train(sample.numpy())
+    return torch.from_numpy(kmeans.centroids.copy())
 
 
 def train_buckets(

@@ -78,9 +78,15 @@ class PlaidIndex(StableDocIds, Stored):
         search_params: SearchParams | None = None,
         residual_quantizer: str = QUANTIZERS[0],
         search: SearchParams | None = None,
+        centroids: torch.Tensor | None = None,
     ) -> None:
         """`search_params`: this index's default PLAID settings (saved in its manifest), which a search's
-        own `search_params` override for that search; `search` is its deprecated name."""
+        own `search_params` override for that search; `search` is its deprecated name.
+
+        `centroids`: (k, dimension) centroids to train with instead of running k-means, e.g. another index's
+        `codec.centroids` for the same corpus at another `nbits` (k-means does not depend on nbits, and is
+        most of a build's training time). Training then fits only the residual quantizer, on the same
+        sample, so the index is the one a build that ran k-means to these centroids gives."""
         if search is not None:
             warnings.warn("PlaidIndex(search=...) is deprecated; use search_params=", DeprecationWarning, stacklevel=2)
             search_params = search_params or search
@@ -90,6 +96,14 @@ class PlaidIndex(StableDocIds, Stored):
         if dimension * nbits % 8:
             raise MbretError(f"dimension {dimension} × nbits {nbits} must be a whole number of bytes")
         self.dimension, self.nbits, self.seed, self.kmeans_niter = dimension, nbits, seed, kmeans_niter
+        if centroids is not None:
+            centroids = torch.as_tensor(centroids).detach().float().cpu()
+            if centroids.ndim != 2 or centroids.shape[1] != dimension or not len(centroids):
+                raise ParameterError("centroids", f"shape {tuple(centroids.shape)}: expected (k, {dimension})")
+            if num_centroids is not None and num_centroids != len(centroids):
+                raise ParameterError("num_centroids", f"{num_centroids} with {len(centroids)} centroids given")
+            num_centroids = len(centroids)
+        self._given_centroids = centroids  # for the first training only (`recluster` runs k-means)
         self.num_centroids = num_centroids
         self.residual_quantizer = residual_quantizer  # the codec's, once there is one (`codec.py`)
         self.index_type = "plaid"
@@ -178,8 +192,15 @@ class PlaidIndex(StableDocIds, Stored):
             k = self.num_centroids or default_num_centroids(num_tokens or len(sample))
             self.num_centroids = k
             sample = sample_rows(torch.as_tensor(sample), TRAIN_PER_CENTROID * k, self.seed)
+            given, self._given_centroids = self._given_centroids, None
             self.codec = ResidualCodec.train(
-                sample, self.nbits, k, seed=self.seed, niter=self.kmeans_niter, quantizer=self.residual_quantizer
+                sample,
+                self.nbits,
+                k,
+                seed=self.seed,
+                niter=self.kmeans_niter,
+                quantizer=self.residual_quantizer,
+                centroids=given,
             )
             if self._untrained:  # documents added before: compress them now
                 held, self._untrained = self._untrained, []
