@@ -11,11 +11,13 @@ Sections (`--sections`, any of):
   baseline) against `faiss.knn`;
 - `stages` (needs `--exact DIR`, the exact MaxSim index of a ColBERT run, e.g. the SciFact suite's with
   `--save-index`, and `--dataset DIR`): builds one PLAID index (nbits 2) from its vectors, then times
-  each search stage per query on one thread, baseline stages against now, in alternating rounds, per
-  query set (full, short, long) and k; checks that both return the same hits.
+  each search stage per query, baseline stages against now, in alternating rounds, per query set (full,
+  short, long) and k; checks that both return the same hits.
+
+Every section runs on one thread.
 
     python benchmarks/plaid_kernels.py --sections segments gather assign
-    python benchmarks/plaid_kernels.py --sections stages --exact runs/suite/scifact/index \\
+    python benchmarks/plaid_kernels.py --sections stages --exact runs/suite/colbert/scifact/index \\
         --dataset ../shared/data/beir/scifact --work runs/kernels
 """
 
@@ -260,7 +262,6 @@ def main() -> None:
         if section == "stages":
             if args.exact is None or args.dataset is None:
                 parser.error("stages needs --exact and --dataset")
-            torch.set_num_threads(torch.get_num_threads())
             stages(args.exact, args.dataset, args.work, args.rounds)
         else:
             {"segments": segments, "gather": gather, "assign": assign}[section]()

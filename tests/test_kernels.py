@@ -49,3 +49,30 @@ def test_assign_picks_the_centroid_of_largest_inner_product() -> None:
         ResidualCodec.assign(centroids, vectors.half()), (vectors.half().float() @ centroids.T).argmax(dim=1)
     )
     assert ResidualCodec.assign(centroids, torch.zeros(0, 32)).shape == (0,)
+
+
+def test_a_vector_with_no_nearest_centroid_is_an_error_not_a_code() -> None:
+    from mbret.errors import MbretError
+
+    centroids = torch.nn.functional.normalize(torch.randn(8, 16), dim=1)
+    vectors = torch.randn(5, 16)
+    vectors[3, 2] = float("nan")
+    with pytest.raises(MbretError, match="token vector 3"):
+        ResidualCodec.assign(centroids, vectors)
+
+
+def test_an_empty_query_scores_every_document_zero() -> None:
+    """A query with no token vectors (all cut away): each stage answers zeros, as before blocks."""
+    from mbret.indexes import PlaidIndex
+    from mbret.indexes.plaid.search import centroid_interaction, exact_scores
+
+    g = torch.Generator().manual_seed(1)
+    docs = [torch.nn.functional.normalize(torch.randn(12, 32, generator=g), dim=1) for _ in range(30)]
+    index = PlaidIndex(32, nbits=2)
+    index.add([str(i) for i in range(30)], docs)
+    state = index.search_state()
+    query = torch.zeros(0, 32)
+    scores_t = index.codec.centroids @ query.T
+    docs_asked = torch.tensor([0, 5, 29])
+    assert exact_scores(state, query, scores_t, docs_asked).tolist() == [0.0, 0.0, 0.0]
+    assert centroid_interaction(state, scores_t, docs_asked).tolist() == [0.0, 0.0, 0.0]

@@ -13,12 +13,14 @@ def max_per_segment(values: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
     """(segments, lq) column-wise max of consecutive row segments of values (rows, lq) with the given row
     counts; an empty segment gives 0. No padded copy: on CPU, with fewer than `NARROW_COLUMNS` columns (a
     short query's tokens), `torch.segment_reduce`; otherwise one scatter through an expanded (not copied)
-    owner index into a -inf buffer. Torch's CPU scatter-reduce has its fast path only from 16 columns,
-    below which it is 3x slower than `segment_reduce`, which is itself slower from 16 columns on; and
-    `include_self=False` would first fill the rows through a generic scatter, as slow again
-    (benchmarks/plaid_kernels.py). Both beat `embedding_bag(mode="max")`, which has no fast CPU kernel."""
+    owner index into a -inf buffer. Torch's CPU scatter-reduce has its fast path only from 16 columns and
+    `segment_reduce` is the slower of the two from there; `include_self=False` would first fill the rows
+    through a generic scatter (docs/benchmarks.md, "PLAID kernels"). Both beat
+    `embedding_bag(mode="max")`, which has no fast CPU kernel."""
+    if not len(counts):
+        return values.new_zeros(0, values.shape[1])
     if values.shape[1] < NARROW_COLUMNS and values.device.type == "cpu":
-        best = torch.segment_reduce(values, "max", lengths=counts, axis=0, unsafe=True)
+        best = torch.segment_reduce(values, "max", lengths=counts, axis=0)  # checks counts against rows
     else:
         owner = torch.repeat_interleave(torch.arange(len(counts), device=values.device), counts)
         best = torch.full((len(counts), values.shape[1]), float("-inf"), device=values.device, dtype=values.dtype)
@@ -44,10 +46,11 @@ def token_groups(tensors: list[torch.Tensor], max_tokens: int) -> list[list[torc
 
 def segment_blocks(counts: torch.Tensor, max_rows: int) -> list[tuple[int, int]]:
     """Consecutive [begin, end) ranges of segments (with `counts` rows each) holding at most `max_rows` rows
-    each (a longer segment alone): a stage's work in blocks whose temporaries stay bounded."""
+    each (a longer segment alone): a stage's work in blocks whose temporaries stay bounded. The cumulative
+    counts are read on the host once (one device sync, not one per block)."""
     if not len(counts):
         return []
-    ends = torch.cumsum(counts, 0)
+    ends = torch.cumsum(counts, 0).cpu()
     if int(ends[-1]) <= max_rows:
         return [(0, len(counts))]
     out, begin, base = [], 0, 0

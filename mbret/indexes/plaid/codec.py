@@ -162,17 +162,21 @@ class ResidualCodec:
 
     @staticmethod
     def assign(centroids: torch.Tensor, vectors: torch.Tensor, block: int = 4096) -> torch.Tensor:
-        """Nearest centroid (max inner product) per vector. On CPU through `faiss.knn`, whose BLAS blocks keep
-        only each row's best as they go: twice torch's speed for a (block, centroids) product followed by
-        an argmax (benchmarks/plaid_kernels.py); elsewhere in torch, in blocks to bound memory."""
+        """Nearest centroid (max inner product) per vector. On CPU through `faiss.knn`, which keeps each
+        row's best as it scores, on FAISS's OpenMP threads (`cpu_threads` sets them with torch's), instead
+        of writing a (block, centroids) product and reading it back for an argmax (docs/benchmarks.md,
+        "PLAID kernels"); elsewhere in torch, in blocks to bound memory. A vector with no nearest centroid
+        (NaN) is an error, not a code."""
         if centroids.device.type == "cpu" and vectors.device.type == "cpu" and len(vectors):
             import faiss
             import numpy as np
 
             rows = np.ascontiguousarray(vectors.detach().float().numpy())
-            _, nearest = faiss.knn(
-                rows, np.ascontiguousarray(centroids.float().numpy()), 1, metric=faiss.METRIC_INNER_PRODUCT
-            )
+            points = np.ascontiguousarray(centroids.float().numpy())
+            _, nearest = faiss.knn(rows, points, 1, metric=faiss.METRIC_INNER_PRODUCT)
+            if len(nearest) and nearest.min() < 0:
+                bad = int(np.argmin(nearest[:, 0]))
+                raise MbretError(f"token vector {bad} has no nearest centroid (NaN or infinite values)")
             return torch.from_numpy(nearest[:, 0].astype(np.int64))
         out = torch.empty(len(vectors), dtype=torch.int64, device=vectors.device)
         for start in range(0, len(vectors), block):
@@ -240,6 +244,8 @@ class ResidualCodec:
         products with every (byte position, value) fit a small table, and a token's product is the sum of
         its bytes' rows (one `embedding_bag`): faster than decompressing and multiplying."""
         per_byte, n_bytes, lq = 8 // self.nbits, packed.shape[1], len(query)
+        if not lq:  # a query without tokens: nothing to look up (embedding_bag refuses an empty table)
+            return torch.zeros(len(packed), 0, device=query.device)
         table = torch.bmm(  # (positions, 256, per_byte) @ (positions, per_byte, lq)
             self._tables.view(n_bytes, 256, per_byte), query.T.reshape(n_bytes, per_byte, lq)
         ).reshape(n_bytes * 256, lq)

@@ -85,8 +85,9 @@ class PlaidIndex(StableDocIds, Stored):
 
         `centroids`: (k, dimension) centroids to train with instead of running k-means, e.g. another index's
         `codec.centroids` for the same corpus at another `nbits` (k-means does not depend on nbits, and is
-        most of a build's training time). Training then fits only the residual quantizer, on the same
-        sample, so the index is the one a build that ran k-means to these centroids gives."""
+        most of a build's training time). Training then fits only the residual quantizer, on the sample a
+        build of `len(centroids)` centroids draws, so the index is the one a build whose k-means reached
+        these centroids gives (when the other index had as many centroids as it asked for)."""
         if search is not None:
             warnings.warn("PlaidIndex(search=...) is deprecated; use search_params=", DeprecationWarning, stacklevel=2)
             search_params = search_params or search
@@ -97,7 +98,7 @@ class PlaidIndex(StableDocIds, Stored):
             raise MbretError(f"dimension {dimension} × nbits {nbits} must be a whole number of bytes")
         self.dimension, self.nbits, self.seed, self.kmeans_niter = dimension, nbits, seed, kmeans_niter
         if centroids is not None:
-            centroids = torch.as_tensor(centroids).detach().float().cpu()
+            centroids = torch.as_tensor(centroids).detach().float().cpu().clone()  # the caller's may change
             if centroids.ndim != 2 or centroids.shape[1] != dimension or not len(centroids):
                 raise ParameterError("centroids", f"shape {tuple(centroids.shape)}: expected (k, {dimension})")
             if num_centroids is not None and num_centroids != len(centroids):
@@ -192,7 +193,6 @@ class PlaidIndex(StableDocIds, Stored):
             k = self.num_centroids or default_num_centroids(num_tokens or len(sample))
             self.num_centroids = k
             sample = sample_rows(torch.as_tensor(sample), TRAIN_PER_CENTROID * k, self.seed)
-            given, self._given_centroids = self._given_centroids, None
             self.codec = ResidualCodec.train(
                 sample,
                 self.nbits,
@@ -200,8 +200,9 @@ class PlaidIndex(StableDocIds, Stored):
                 seed=self.seed,
                 niter=self.kmeans_niter,
                 quantizer=self.residual_quantizer,
-                centroids=given,
+                centroids=self._given_centroids,
             )
+            self._given_centroids = None  # used once: `recluster` runs k-means
             if self._untrained:  # documents added before: compress them now
                 held, self._untrained = self._untrained, []
                 self._compress(held)

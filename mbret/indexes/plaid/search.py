@@ -23,14 +23,21 @@ from mbret.indexes.kernels import max_per_segment, ranges, segment_blocks
 from mbret.indexes.plaid.ivf import SearchState
 from mbret.types import SearchParams
 
-# Stages 2-4 work in blocks of at most this many (row x query token) floats: their temporaries stay a few
-# MB whatever the query's length and the candidates. Larger blocks are slower, not faster: a temporary past
-# glibc's largest heap chunk (32 MB) is mapped fresh from the OS each time, and its page faults then cost
-# more than the gather that fills it (benchmarks/plaid_kernels.py)
+# Stages 2-4 gather rows (candidate pairs, or tokens) in blocks of at most this many (row x query token)
+# floats, so those temporaries stay bounded whatever the query's length and the candidates. Larger blocks
+# are slower on CPU, not faster: a temporary past glibc's largest heap chunk (32 MB) is mapped fresh from
+# the OS each time, and its page faults then cost more than the gather that fills it (docs/benchmarks.md,
+# "PLAID kernels")
 BLOCK_FLOATS = 1 << 20
 # a filter matching at most this many documents has them all scored by stage 4 rather than searched for
 # (measured where the two cost the same on SciFact: docs/benchmarks.md, "Filtered search")
 EXACT_SUBSET_DOCS = 128
+
+
+def block_rows(query_tokens: int, row_bytes: int = 0) -> int:
+    """Rows a stage gathers at a time: `BLOCK_FLOATS` over the floats (or the bytes, over 4) each row
+    takes, whichever is more."""
+    return max(BLOCK_FLOATS // max(query_tokens, row_bytes // 4, 1), 1)
 
 
 PLAID_SETTINGS = ("n_ivf_probe", "centroid_score_threshold", "n_candidates", "n_full_scores")  # what PLAID reads
@@ -149,7 +156,7 @@ def pruned_interaction(
         for chunk in state.chunks:
             all_starts = chunk.ivf_offsets.index_select(0, kept_ids)
             all_counts = chunk.ivf_offsets.index_select(0, kept_ids + 1) - all_starts
-            for begin, end in segment_blocks(all_counts, max(BLOCK_FLOATS // scores_t.shape[1], 1)):
+            for begin, end in segment_blocks(all_counts, block_rows(scores_t.shape[1])):
                 starts, counts = all_starts[begin:end], all_counts[begin:end]
                 pair_docs = chunk.ivf_docs.index_select(0, ranges(starts, starts + counts))
                 where = position.index_select(0, pair_docs.to(torch.int64).add_(chunk.doc_start))
@@ -186,7 +193,7 @@ def centroid_interaction(state: SearchState, scores_t: torch.Tensor, docs: torch
     max-reduced per document and query token, summed over query tokens. A document without tokens scores
     0. Gathers the pairs of documents in blocks of `BLOCK_FLOATS`."""
     out = torch.empty(len(docs), device=scores_t.device)
-    rows = max(BLOCK_FLOATS // scores_t.shape[1], 1)
+    rows = block_rows(scores_t.shape[1])
     for chunk, begin, _end, local in state.per_chunk(docs):
         all_starts = chunk.doc_code_offsets.index_select(0, local)
         all_counts = chunk.doc_code_offsets.index_select(0, local + 1) - all_starts
@@ -205,11 +212,11 @@ def exact_scores(state: SearchState, query: torch.Tensor, scores_t: torch.Tensor
     order = torch.argsort(docs)
     ordered = docs[order]
     scores = torch.empty(len(docs), device=scores_t.device)
-    block_rows = max(BLOCK_FLOATS // scores_t.shape[1], 1)
+    rows_per_block = block_rows(scores_t.shape[1], state.residual_bytes)
     for chunk, begin, _end, local in state.per_chunk(ordered):
         all_lengths = chunk.doclens.index_select(0, local)
         all_first = chunk.offsets.index_select(0, local)
-        for b, e in segment_blocks(all_lengths, block_rows):
+        for b, e in segment_blocks(all_lengths, rows_per_block):
             lengths, first = all_lengths[b:e], all_first[b:e]
             rows = ranges(first, first + lengths)
             sims = scores_t.index_select(0, chunk.widen(chunk.codes.index_select(0, rows)))
